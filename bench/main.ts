@@ -1,0 +1,46 @@
+// npm run bench -- NAME [options]: side-by-side benchmarks. Each prints tables,
+// then, as its very last line, one JSON object with its results.
+import { parseArgs } from 'node:util';
+import { kernelBench } from './kernel.js';
+
+const USAGE = `usage: npm run bench -- NAME [options]
+
+benchmarks:
+  kernel   veth pairs created into namespaces and deleted: twill vs ip per op vs ip -batch
+           --pairs N (200)  --namespaces N (10)`;
+
+async function main(): Promise<void> {
+  const { positionals, values } = parseArgs({
+    allowPositionals: true,
+    options: {
+      pairs: { type: 'string', default: '200' },
+      namespaces: { type: 'string', default: '10' },
+      help: { type: 'boolean', short: 'h' },
+    },
+  });
+  const name = positionals[0];
+  if (values.help || !name) {
+    console.log(USAGE);
+    return;
+  }
+  if (process.getuid?.() !== 0) throw new Error('benchmarks need root: they create network namespaces');
+  const int = (v: string, what: string, min: number): number => {
+    const n = Number(v);
+    if (!Number.isInteger(n) || n < min) throw new Error(`--${what} must be an integer ≥ ${min}, got "${v}"`);
+    return n;
+  };
+  switch (name) {
+    case 'kernel': {
+      const result = await kernelBench({ pairs: int(values.pairs, 'pairs', 1), namespaces: int(values.namespaces, 'namespaces', 1) });
+      console.log(JSON.stringify(result));
+      break;
+    }
+    default:
+      throw new Error(`unknown benchmark "${name}"\n${USAGE}`);
+  }
+}
+
+main().catch((err: unknown) => {
+  console.error(`bench: ${(err as Error).message}`);
+  process.exit(1);
+});

@@ -1,0 +1,9 @@
+{
+  "targets": [
+    {
+      "target_name": "twill_netns",
+      "sources": ["netns.c"],
+      "cflags": ["-Wall", "-Wextra", "-O2"]
+    }
+  ]
+}

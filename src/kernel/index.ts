@@ -1,0 +1,12 @@
+// The kernel layer: typed objects in, typed objects out. Nothing above sees a Buffer.
+export { Handle } from './handle.js';
+export { Netns, openNetns, createNetns, deleteNetns, netnsExists, listNetns, NETNS_RUN_DIR } from './netns.js';
+export { KernelError, isExists, isNotFound, type KernelErrorKind } from './errors.js';
+export type { Link, LinkRef, LinkSpec, LinkAttrs, BridgeSpec, VethSpec, VxlanSpec, VethPeer, VxlanInfo, OperState } from './link.js';
+export { VXLAN_DEFAULT_PORT, IFNAME_MAX } from './link.js';
+export type { Addr, AddrOptions } from './addr.js';
+export type { Route, RouteSpec, RouteFilter, RouteScope } from './route.js';
+export type { Neigh, FdbEntry } from './neigh.js';
+export { Watcher, type KernelEvent, type WatchTopic, type ChangeType } from './watch.js';
+export { readSysctl, writeSysctl, sysctlPath } from './sysctl.js';
+export type { Family } from './ip.js';

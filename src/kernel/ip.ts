@@ -1,0 +1,56 @@
+import ipaddr from 'ipaddr.js';
+import { invalidArgument, type ErrorContext } from './errors.js';
+
+export type Family = 4 | 6;
+
+export interface ParsedIp {
+  family: Family;
+  bytes: Buffer;
+  /** Canonical text form (IPv6 compressed). */
+  text: string;
+}
+
+export interface ParsedCidr extends ParsedIp {
+  prefixLen: number;
+}
+
+export function parseIp(value: string, ctx: ErrorContext): ParsedIp {
+  if (!ipaddr.isValid(value) || (value.includes('.') && !ipaddr.IPv4.isValidFourPartDecimal(value) && !value.includes(':'))) {
+    throw invalidArgument(ctx, `"${value}" is not an IP address`);
+  }
+  const addr = ipaddr.parse(value);
+  return { family: addr.kind() === 'ipv4' ? 4 : 6, bytes: Buffer.from(addr.toByteArray()), text: addr.toString() };
+}
+
+/** "10.1.2.3/24" (host bits allowed: an interface address) → address + prefix. */
+export function parseCidr(value: string, ctx: ErrorContext): ParsedCidr {
+  const slash = value.indexOf('/');
+  if (slash < 0) throw invalidArgument(ctx, `"${value}" is not a CIDR (expected address/prefix, e.g. 10.244.1.0/24)`);
+  const ip = parseIp(value.slice(0, slash), ctx);
+  const prefixText = value.slice(slash + 1);
+  const prefixLen = Number(prefixText);
+  const max = ip.family === 4 ? 32 : 128;
+  if (!/^\d{1,3}$/.test(prefixText) || prefixLen > max) {
+    throw invalidArgument(ctx, `"${value}" has an invalid prefix length (0 to ${max})`);
+  }
+  return { ...ip, prefixLen };
+}
+
+export function formatIp(bytes: Buffer): string {
+  return ipaddr.fromByteArray([...bytes]).toString();
+}
+
+export function familyOf(afFamily: number): Family {
+  return afFamily === 10 ? 6 : 4;
+}
+
+export function parseMac(value: string, ctx: ErrorContext): Buffer {
+  if (!/^([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}$/.test(value)) {
+    throw invalidArgument(ctx, `"${value}" is not a MAC address (expected aa:bb:cc:dd:ee:ff)`);
+  }
+  return Buffer.from(value.split(':').map((h) => parseInt(h, 16)));
+}
+
+export function formatMac(bytes: Buffer): string {
+  return [...bytes].map((b) => b.toString(16).padStart(2, '0')).join(':');
+}

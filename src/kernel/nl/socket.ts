@@ -1,0 +1,98 @@
+import { createNetlink, Protocol, type NetlinkSocket } from 'netlink';
+import { errnoError, type ErrorContext } from '../errors.js';
+import { NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR } from './constants.js';
+
+export interface Message {
+  type: number;
+  flags: number;
+  data: Buffer;
+}
+
+/**
+ * One rtnetlink socket, bound to the namespace that was current on the thread
+ * when it was opened. Requests are matched to replies by sequence number.
+ */
+export class RouteSocket {
+  private readonly sock: NetlinkSocket;
+  private closed = false;
+  // Requests may be in flight together, but a socket runs one dump at a time
+  // (the kernel answers a second one with EBUSY), and a dump's parts must not
+  // interleave with other replies: a dump waits for the socket to be idle, and
+  // holds it.
+  private inFlight = 0;
+  private exclusive: Promise<void> | null = null;
+  private idleWaiters: (() => void)[] = [];
+
+  /** Opens a socket in the calling thread's current namespace. */
+  constructor(private readonly netnsLabel: string | null, options: { listen?: boolean } = {}) {
+    this.sock = createNetlink(Protocol.ROUTE, {
+      ref: options.listen ?? false,
+      // Event bursts (a whole node's routes at start) must not overflow the queue.
+      recvBufferSize: options.listen ? 8 << 20 : 1 << 20,
+      sendBufferSize: 1 << 20,
+    });
+    // Without a listener an asynchronous socket error would crash the process.
+    this.sock.on('error', () => undefined);
+  }
+
+  get netns(): string | null {
+    return this.netnsLabel;
+  }
+
+  /**
+   * Sends one request and waits for its reply. Resolves with the reply's data
+   * messages (none for a plain ACK); rejects with a KernelError naming ctx.
+   */
+  async request(type: number, flags: number, body: Buffer, ctx: ErrorContext): Promise<Message[]> {
+    if (this.closed) throw new Error(`netlink socket${this.netnsLabel ? ` for netns "${this.netnsLabel}"` : ''} is closed`);
+    const isDump = (flags & NLM_F_DUMP) === NLM_F_DUMP && (type & 3) === 2; // RTM_GET*
+    while (this.exclusive) await this.exclusive;
+    let release: () => void = () => undefined;
+    if (isDump) {
+      this.exclusive = new Promise<void>((resolve) => (release = resolve));
+      while (this.inFlight > 0) await new Promise<void>((resolve) => this.idleWaiters.push(resolve));
+    }
+    this.inFlight++;
+    let msgs;
+    try {
+      [msgs] = await this.sock.request(type, body, {
+        flags: flags | NLM_F_REQUEST | NLM_F_ACK,
+        checkError: false,
+      });
+    } finally {
+      this.inFlight--;
+      if (this.inFlight === 0) for (const wake of this.idleWaiters.splice(0)) wake();
+      if (isDump) {
+        this.exclusive = null;
+        release();
+      }
+    }
+    const out: Message[] = [];
+    for (const m of msgs) {
+      if (m.type === NLMSG_ERROR) {
+        const errno = -m.data.readInt32LE(0);
+        if (errno !== 0) throw errnoError(errno, { ...ctx, netns: ctx.netns ?? this.netnsLabel });
+        continue;
+      }
+      if (m.type === NLMSG_DONE) continue;
+      out.push({ type: m.type, flags: m.flags, data: m.data });
+    }
+    return out;
+  }
+
+  /** Joins multicast groups; notifications then arrive through onMessage. */
+  subscribe(groups: number[], onMessage: (msg: Message) => void, onError: (err: Error) => void): void {
+    this.sock.on('message', (msgs) => {
+      for (const m of msgs) onMessage({ type: m.type, flags: m.flags, data: m.data });
+    });
+    this.sock.on('error', onError);
+    for (const g of groups) this.sock.addMembership(g);
+    this.sock.ref(true);
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.sock.close();
+  }
+}

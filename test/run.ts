@@ -1,0 +1,82 @@
+// The suite's runner (`npm test`): every test file under dist/test, then the
+// leak check. The run fails if a namespace with this run's prefix survives, or
+// if the root network namespace differs in any way from before the run.
+import { randomBytes } from 'node:crypto';
+import { readdirSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { run } from 'node:test';
+import { spec } from 'node:test/reporters';
+import { captureRootState, diffRootState } from './support/rootstate.js';
+import { deleteNetns, listNetns } from '../src/kernel/index.js';
+
+function testFiles(dir: string, filter: string[]): string[] {
+  const out: string[] = [];
+  for (const entry of readdirSync(dir).sort()) {
+    const path = join(dir, entry);
+    if (statSync(path).isDirectory()) out.push(...testFiles(path, filter));
+    else if (entry.endsWith('.test.js') && (filter.length === 0 || filter.some((f) => path.includes(f)))) out.push(path);
+  }
+  return out;
+}
+
+async function main(): Promise<number> {
+  if (process.getuid?.() !== 0) {
+    console.error('twill tests need root: they create network namespaces, links and rules (never in the root namespace).');
+    return 1;
+  }
+  const prefix = `twt${randomBytes(3).toString('hex')}`;
+  process.env.TWILL_TEST_PREFIX = prefix;
+  const dir = fileURLToPath(new URL('.', import.meta.url));
+  const files = testFiles(dir, process.argv.slice(2));
+  const before = await captureRootState();
+
+  let passed = 0;
+  let failed = 0;
+  let skipped = 0;
+  const stream = run({ files, concurrency: 1 });
+  stream.on('test:pass', (t) => {
+    if (t.details.type === 'suite') return;
+    if (t.skip || t.todo) skipped++;
+    else passed++;
+  });
+  stream.on('test:fail', (t) => {
+    if (t.details.type !== 'suite') failed++;
+  });
+  const done = new Promise<void>((resolve) => stream.on('end', () => resolve()));
+  stream.pipe(new spec()).pipe(process.stdout);
+  await done;
+
+  const problems: string[] = [];
+  const leaked = listNetns().filter((n) => n.startsWith(prefix));
+  for (const name of leaked) {
+    problems.push(`leaked network namespace: ${name}`);
+    try {
+      deleteNetns(name);
+    } catch (e) {
+      problems.push(`  and it could not be deleted: ${(e as Error).message}`);
+    }
+  }
+  const after = await captureRootState();
+  for (const d of diffRootState(before, after)) problems.push(`root namespace changed: ${d}`);
+
+  console.log('\n# leak check');
+  if (problems.length === 0) {
+    console.log(`ok: no namespace with prefix ${prefix} left, root namespace unchanged`);
+    passed++;
+  } else {
+    for (const p of problems) console.log(`not ok: ${p}`);
+    failed++;
+  }
+  // Plain closing line that CI reads.
+  console.log(`\n${passed} passed, ${failed} failed${skipped ? `, ${skipped} skipped` : ''}`);
+  return failed === 0 ? 0 : 1;
+}
+
+main().then(
+  (code) => process.exit(code),
+  (err: unknown) => {
+    console.error(err);
+    process.exit(1);
+  },
+);
