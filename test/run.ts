@@ -20,11 +20,31 @@ function testFiles(dir: string, filter: string[]): string[] {
   return out;
 }
 
+/**
+ * Namespaces left by an earlier run that was killed before it could clean up:
+ * `twt<run>-<pid>-...` whose process is gone. A live pid means a run in progress.
+ */
+function removeStaleNamespaces(): void {
+  for (const name of listNetns()) {
+    const m = /^twt[0-9a-f]{6}-(\d+)-/.exec(name);
+    if (!m) continue;
+    try {
+      process.kill(Number(m[1]), 0);
+      continue;
+    } catch {
+      // No such process: stale.
+    }
+    console.log(`# removing network namespace ${name}, left by an earlier run that was killed`);
+    deleteNetns(name);
+  }
+}
+
 async function main(): Promise<number> {
   if (process.getuid?.() !== 0) {
     console.error('twill tests need root: they create network namespaces, links and rules (never in the root namespace).');
     return 1;
   }
+  removeStaleNamespaces();
   const prefix = `twt${randomBytes(3).toString('hex')}`;
   process.env.TWILL_TEST_PREFIX = prefix;
   const dir = fileURLToPath(new URL('.', import.meta.url));
