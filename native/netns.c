@@ -1,4 +1,4 @@
-// The one thing Node cannot do: switch the calling thread's network namespace.
+// What Node cannot do: switch the calling thread's network namespace, and flock.
 //
 // Everything here runs synchronously on the JavaScript thread and always returns
 // that thread to the namespace it started in before control goes back to
@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -155,6 +156,41 @@ static napi_value delete_netns(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+// tryLock(fd, exclusive): flock(LOCK_NB); true when taken, false when another
+// holder has it. host-local's store is locked with flock by the reference
+// plugins, and Node has no flock: twill must take the very same lock.
+static napi_value try_lock(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2], out;
+  int32_t fd;
+  bool exclusive;
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  if (argc < 2 || napi_get_value_int32(env, argv[0], &fd) != napi_ok || napi_get_value_bool(env, argv[1], &exclusive) != napi_ok) {
+    napi_throw_type_error(env, NULL, "tryLock(fd, exclusive)");
+    return NULL;
+  }
+  int rc;
+  do {
+    rc = flock(fd, (exclusive ? LOCK_EX : LOCK_SH) | LOCK_NB);
+  } while (rc != 0 && errno == EINTR);
+  if (rc != 0 && errno != EWOULDBLOCK) return throw_errno(env, "flock", NULL, errno);
+  napi_get_boolean(env, rc == 0, &out);
+  return out;
+}
+
+static napi_value unlock(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  int32_t fd;
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  if (argc < 1 || napi_get_value_int32(env, argv[0], &fd) != napi_ok) {
+    napi_throw_type_error(env, NULL, "unlock(fd)");
+    return NULL;
+  }
+  if (flock(fd, LOCK_UN) != 0) return throw_errno(env, "flock", NULL, errno);
+  return NULL;
+}
+
 static napi_value gettid_js(napi_env env, napi_callback_info info) {
   (void)info;
   napi_value v;
@@ -168,6 +204,8 @@ static napi_value init(napi_env env, napi_value exports) {
     {"createNetns", NULL, create_netns, NULL, NULL, NULL, napi_default, NULL},
     {"deleteNetns", NULL, delete_netns, NULL, NULL, NULL, napi_default, NULL},
     {"gettid", NULL, gettid_js, NULL, NULL, NULL, napi_default, NULL},
+    {"tryLock", NULL, try_lock, NULL, NULL, NULL, napi_default, NULL},
+    {"unlock", NULL, unlock, NULL, NULL, NULL, napi_default, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   return exports;

@@ -1,12 +1,16 @@
 import { readFileSync } from 'node:fs';
-import { Command } from 'commander';
+
+// Set by scripts/bundle.mjs (esbuild `define`): a bundle or SEA has no package.json beside it.
+declare const TWILL_VERSION: string | undefined;
 
 function packageVersion(): string {
+  if (typeof TWILL_VERSION === 'string') return TWILL_VERSION;
   const pkg = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string };
   return pkg.version;
 }
 
-export function buildProgram(): Command {
+export async function buildProgram() {
+  const { Command } = await import('commander');
   return new Command('twill')
     .description(
       'A pod network for Kubernetes: every pod its own IP, across nodes, without NAT.\n' +
@@ -22,7 +26,15 @@ export function buildProgram(): Command {
 }
 
 export async function main(argv: string[]): Promise<void> {
-  const program = buildProgram();
+  // A multi-call binary: installed as "bridge", "host-local", ... it is that CNI plugin.
+  const { pluginTypeOf } = await import('../plugins/registry.js');
+  const asPlugin = pluginTypeOf(argv[1] ?? '');
+  if (asPlugin) {
+    const { runPlugin } = await import('./plugin.js');
+    await runPlugin(asPlugin, packageVersion());
+    return;
+  }
+  const program = await buildProgram();
   if (argv.length <= 2) {
     program.outputHelp();
     return;

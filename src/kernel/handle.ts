@@ -2,7 +2,7 @@ import { closeSync, fstatSync, openSync } from 'node:fs';
 import type { NsContext } from './context.js';
 import { RouteSocket } from './nl/socket.js';
 import { Netns, openNetns } from './netns.js';
-import type { Link, LinkAttrs, LinkRef, LinkSpec, VethPeer } from './link.js';
+import type { BridgePortAttrs, Link, LinkAttrs, LinkRef, LinkSpec, VethPeer } from './link.js';
 import * as link from './link_linux.js';
 import type { Addr, AddrOptions } from './addr.js';
 import * as addr from './addr_linux.js';
@@ -64,6 +64,7 @@ export class Handle implements NsContext {
   setLink(ref: LinkRef, attrs: LinkAttrs & { name?: string }): Promise<void> { return link.setLink(this, ref, attrs); }
   setLinkUp(ref: LinkRef): Promise<void> { return link.setLink(this, ref, { up: true }); }
   setLinkDown(ref: LinkRef): Promise<void> { return link.setLink(this, ref, { up: false }); }
+  setBridgePort(ref: LinkRef, attrs: BridgePortAttrs): Promise<void> { return link.setBridgePort(this, ref, attrs); }
   moveLink(ref: LinkRef, target: Netns, newName?: string): Promise<void> { return link.moveLink(this, ref, target, newName); }
   deleteLink(ref: LinkRef): Promise<void> { return link.deleteLink(this, ref); }
   vethPeer(l: Link): VethPeer | null { return link.vethPeer(l); }

@@ -25,6 +25,7 @@ export interface Link {
   flags: number;
   up: boolean;
   lowerUp: boolean;
+  promisc: boolean;
   operState: OperState;
   mtu: number;
   mac: string | null;
@@ -43,6 +44,7 @@ export interface LinkAttrs {
   mtu?: number;
   mac?: string;
   up?: boolean;
+  promisc?: boolean;
   /** A bridge to enslave the link to; null removes it from its bridge. */
   master?: LinkRef | null;
 }
@@ -83,6 +85,15 @@ export interface VxlanSpec extends LinkAttrs {
 }
 
 export type LinkSpec = BridgeSpec | VethSpec | VxlanSpec;
+
+/** Settings of a link as a port of a bridge. */
+export interface BridgePortAttrs {
+  /** Send frames back out of the port they came in by (a pod reaching itself through a service). */
+  hairpin?: boolean;
+  /** Isolated ports cannot talk to each other, only to non-isolated ones. */
+  isolated?: boolean;
+  learning?: boolean;
+}
 
 export interface VethPeer {
   ifindex: number;

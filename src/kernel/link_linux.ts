@@ -12,6 +12,7 @@ import {
   type LinkAttrs,
   type LinkRef,
   type LinkSpec,
+  type BridgePortAttrs,
   type OperState,
   type VethPeer,
   type VxlanInfo,
@@ -58,6 +59,7 @@ export function parseLink(msg: Message, nsKey: string): Link {
     flags,
     up: (flags & C.IFF_UP) !== 0,
     lowerUp: (flags & C.IFF_LOWER_UP) !== 0,
+    promisc: (flags & C.IFF_PROMISC) !== 0,
     operState: OPER_STATES[attrs.u8(C.IFLA_OPERSTATE) ?? 0] ?? 'unknown',
     mtu: attrs.u32(C.IFLA_MTU) ?? 0,
     mac: mac && mac.length === 6 ? formatMac(mac) : null,
@@ -179,7 +181,7 @@ export async function addLink(h: NsContext, spec: LinkSpec): Promise<Link> {
       break;
     }
   }
-  const flags = spec.up ? C.IFF_UP : 0;
+  const flags = (spec.up ? C.IFF_UP : 0) | (spec.promisc ? C.IFF_PROMISC : 0);
   const body = Buffer.concat([ifinfomsg(0, flags, flags), w.toBuffer()]);
   // With ECHO the kernel (6.3+) answers with the new link itself: one round
   // trip fewer; older kernels only ACK, and the link is read back. The echo is
@@ -211,9 +213,21 @@ export async function setLink(h: NsContext, ref: LinkRef, attrs: LinkAttrs & { n
   } else {
     index = await resolveIndex(h, ref, ctx);
   }
-  const change = attrs.up === undefined ? 0 : C.IFF_UP;
-  const flags = attrs.up ? C.IFF_UP : 0;
+  const change = (attrs.up === undefined ? 0 : C.IFF_UP) | (attrs.promisc === undefined ? 0 : C.IFF_PROMISC);
+  const flags = (attrs.up ? C.IFF_UP : 0) | (attrs.promisc ? C.IFF_PROMISC : 0);
   await h.sock.request(C.RTM_SETLINK, 0, Buffer.concat([ifinfomsg(index, flags, change), w.toBuffer()]), ctx);
+}
+
+/** Sets a bridge port's hairpin, isolation and learning (the link must be enslaved to a bridge). */
+export async function setBridgePort(h: NsContext, ref: LinkRef, attrs: BridgePortAttrs): Promise<void> {
+  const ctx = { op: 'set bridge port', subject: describe(ref) };
+  const index = await resolveIndex(h, ref, ctx);
+  const w = new AttrWriter().nested(C.IFLA_PROTINFO, (p) => {
+    if (attrs.hairpin !== undefined) p.u8(C.IFLA_BRPORT_MODE, attrs.hairpin ? 1 : 0);
+    if (attrs.learning !== undefined) p.u8(C.IFLA_BRPORT_LEARNING, attrs.learning ? 1 : 0);
+    if (attrs.isolated !== undefined) p.u8(C.IFLA_BRPORT_ISOLATED, attrs.isolated ? 1 : 0);
+  });
+  await h.sock.request(C.RTM_SETLINK, 0, Buffer.concat([ifinfomsg(index, 0, 0, C.AF_BRIDGE), w.toBuffer()]), ctx);
 }
 
 /** Moves a link of this namespace into another (by fd: never IFLA_TARGET_NETNSID). */

@@ -146,6 +146,25 @@ describe('links', () => {
     await a.handle.deleteLink('trenamed');
   });
 
+  it('sets promiscuous mode, and a bridge port\'s hairpin and isolation', async () => {
+    await a.handle.setLink('cni0', { promisc: true });
+    assert.ok((await ipLink(a, 'cni0')).flags.includes('PROMISC'));
+    assert.equal((await a.handle.getLink('cni0')).promisc, true);
+    await a.handle.setLink('cni0', { promisc: false });
+    assert.ok(!(await ipLink(a, 'cni0')).flags.includes('PROMISC'));
+    await a.handle.addLink({ kind: 'veth', name: 'thp0', master: 'cni0', peer: { name: 'thp1' } });
+    await a.handle.setBridgePort('thp0', { hairpin: true, isolated: true });
+    type Slave = { linkinfo?: { info_slave_data?: { hairpin?: boolean; isolated?: boolean } } };
+    let port = (await ipJson<Slave[]>(a.name, ['-d', 'link', 'show', 'dev', 'thp0']))[0]!.linkinfo?.info_slave_data;
+    assert.equal(port?.hairpin, true);
+    assert.equal(port?.isolated, true);
+    await a.handle.setBridgePort('thp0', { hairpin: false });
+    port = (await ipJson<Slave[]>(a.name, ['-d', 'link', 'show', 'dev', 'thp0']))[0]!.linkinfo?.info_slave_data;
+    assert.equal(port?.hairpin, false);
+    await assert.rejects(a.handle.setBridgePort('thp1', { hairpin: true }), /set bridge port link "thp1"/, 'not a bridge port');
+    await a.handle.deleteLink('thp0');
+  });
+
   it('moves a link into another namespace, optionally renaming it', async () => {
     await a.handle.addLink({ kind: 'veth', name: 'tmv0', peer: { name: 'tmv1' } });
     await a.handle.moveLink('tmv1', b.netns, 'moved0');

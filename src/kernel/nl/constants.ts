@@ -45,6 +45,7 @@ export const RTNLGRP_IPV6_IFADDR = 9;
 export const RTNLGRP_IPV6_ROUTE = 11;
 
 export const IFF_UP = 0x1;
+export const IFF_PROMISC = 0x100;
 export const IFF_LOWER_UP = 0x10000;
 
 export const IFLA_ADDRESS = 1;
@@ -54,6 +55,7 @@ export const IFLA_MTU = 4;
 export const IFLA_LINK = 5;
 export const IFLA_MASTER = 10;
 export const IFLA_OPERSTATE = 16;
+export const IFLA_PROTINFO = 12;
 export const IFLA_LINKINFO = 18;
 export const IFLA_NET_NS_PID = 19;
 export const IFLA_NET_NS_FD = 28;
@@ -65,6 +67,11 @@ export const IFLA_INFO_DATA = 2;
 export const IFLA_INFO_SLAVE_KIND = 4;
 
 export const VETH_INFO_PEER = 1;
+
+// Bridge port settings (IFLA_PROTINFO of an AF_BRIDGE link message).
+export const IFLA_BRPORT_MODE = 4; // hairpin
+export const IFLA_BRPORT_LEARNING = 8;
+export const IFLA_BRPORT_ISOLATED = 33;
 
 export const IFLA_VXLAN_ID = 1;
 export const IFLA_VXLAN_GROUP = 2;

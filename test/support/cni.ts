@@ -1,0 +1,90 @@
+// Running CNI plugins in tests: twill's (through bin/twill, as the multi-call
+// binary would be installed) and the reference binaries, each as a real process
+// inside a test host namespace, with the runtime's environment.
+import { spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync, symlinkSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { PLUGIN_TYPES } from '../../src/plugins/registry.js';
+
+const BIN_TWILL = fileURLToPath(new URL('../../../bin/twill', import.meta.url));
+
+/** Reference plugins v1.10.0 (spec up to 1.1.0), built by `npm run peers`. */
+export const REFERENCE_V1_10 = process.env.TWILL_PEER_CNI_DIR ?? '/var/cache/twill-peers/cni';
+/** Debian's containernetworking-plugins 1.1.1 (spec up to 1.0.0). */
+export const REFERENCE_DEBIAN = '/usr/lib/cni';
+
+/** Fails (never skips) when a reference is missing, saying how to get it. */
+export function requireReference(dir: string): string {
+  for (const p of ['bridge', 'host-local', 'loopback']) {
+    if (!existsSync(join(dir, p))) {
+      throw new Error(
+        dir === REFERENCE_DEBIAN
+          ? `reference plugin ${join(dir, p)} is missing: apt-get install containernetworking-plugins (.ci/run does)`
+          : `reference plugin ${join(dir, p)} is missing: run "npm run peers -- cni" (.ci/run does)`,
+      );
+    }
+  }
+  return dir;
+}
+
+/** A temporary CNI_PATH holding twill's plugins, as `twill cni install` lays them out. */
+export function twillPluginDir(): { dir: string; remove(): void } {
+  const dir = mkdtempSync(join(tmpdir(), 'twill-cni-'));
+  for (const t of PLUGIN_TYPES) symlinkSync(BIN_TWILL, join(dir, t));
+  return { dir, remove: () => rmSync(dir, { recursive: true, force: true }) };
+}
+
+export interface PluginRun {
+  code: number;
+  stdout: string;
+  stderr: string;
+  /** stdout parsed, when it is JSON. */
+  json: Record<string, unknown> | null;
+}
+
+export interface CniEnv {
+  command: string;
+  containerId?: string;
+  netns?: string;
+  ifname?: string;
+  args?: string;
+  path?: string;
+  /** Extra or overriding variables (undefined removes one). */
+  extra?: Record<string, string | undefined>;
+}
+
+/** Runs `executable` as a runtime would, inside the namespace `hostNetns` (a test host). */
+export function runPlugin(hostNetns: string, executable: string, env: CniEnv, stdin: string | object): Promise<PluginRun> {
+  const vars: Record<string, string> = { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin', CNI_COMMAND: env.command };
+  if (env.containerId !== undefined) vars.CNI_CONTAINERID = env.containerId;
+  if (env.netns !== undefined) vars.CNI_NETNS = env.netns;
+  if (env.ifname !== undefined) vars.CNI_IFNAME = env.ifname;
+  if (env.args !== undefined) vars.CNI_ARGS = env.args;
+  if (env.path !== undefined) vars.CNI_PATH = env.path;
+  for (const [k, v] of Object.entries(env.extra ?? {})) {
+    if (v === undefined) delete vars[k];
+    else vars[k] = v;
+  }
+  const input = typeof stdin === 'string' ? stdin : JSON.stringify(stdin);
+  return new Promise((resolve, reject) => {
+    const child = spawn('ip', ['netns', 'exec', hostNetns, executable], { env: vars, stdio: ['pipe', 'pipe', 'pipe'] });
+    const out: Buffer[] = [];
+    const err: Buffer[] = [];
+    child.stdout.on('data', (d: Buffer) => out.push(d));
+    child.stderr.on('data', (d: Buffer) => err.push(d));
+    child.on('error', reject);
+    child.on('close', (code) => {
+      const stdout = Buffer.concat(out).toString('utf8');
+      let json: Record<string, unknown> | null = null;
+      try {
+        json = stdout.trim() ? (JSON.parse(stdout) as Record<string, unknown>) : null;
+      } catch {
+        json = null;
+      }
+      resolve({ code: code ?? -1, stdout, stderr: Buffer.concat(err).toString('utf8'), json });
+    });
+    child.stdin.end(input);
+  });
+}
