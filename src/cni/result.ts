@@ -104,10 +104,12 @@ const compact = <T extends Json>(o: T): T => Object.fromEntries(Object.entries(o
 
 /**
  * The result as a runtime of `version` expects it, field order as the Go
- * libraries print it. Like them, `dns` is always there (an empty object).
+ * libraries print it. Like them, 0.x results always carry `dns` (an empty
+ * object when there is none); 1.x results leave an empty one out (libcni 1.1+).
  */
 export function formatResult(result: CniResult, version: string): Json {
   const dns = compact({ ...(result.dns ?? {}) });
+  const dnsIfAny = Object.keys(dns).length ? dns : undefined;
   if (!atLeast(version, '0.3.0')) {
     const out: Json = { cniVersion: version };
     const v4 = result.ips?.find((x) => isIpv4Cidr(x.address));
@@ -134,6 +136,6 @@ export function formatResult(result: CniResult, version: string): Json {
     routes: result.routes?.map((r) =>
       modern ? compact({ dst: r.dst, gw: r.gw, mtu: r.mtu, advmss: r.advmss, priority: r.priority, table: r.table, scope: r.scope }) : compact({ dst: r.dst, gw: r.gw }),
     ),
-    dns,
+    dns: modern ? dnsIfAny : dns,
   });
 }

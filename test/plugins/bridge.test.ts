@@ -169,7 +169,7 @@ describe('bridge', () => {
     await pod.handle.setLinkDown('lo');
     const r = await runPlugin(host.name, join(plugins.dir, 'loopback'), env('ADD', pod, 'lo1', { ifname: 'lo' }), { cniVersion: '1.0.0', name: 'lo', type: 'loopback' });
     assert.equal(r.code, 0, r.stdout);
-    assert.deepEqual(r.json, { cniVersion: '1.0.0', interfaces: [{ name: 'lo', mac: '00:00:00:00:00:00', sandbox: `/run/netns/${pod.name}` }], ips: [{ interface: 0, address: '127.0.0.1/8' }, { interface: 0, address: '::1/128' }], dns: {} });
+    assert.deepEqual(r.json, { cniVersion: '1.0.0', interfaces: [{ name: 'lo', mac: '00:00:00:00:00:00', sandbox: `/run/netns/${pod.name}` }], ips: [{ interface: 0, address: '127.0.0.1/8' }, { interface: 0, address: '::1/128' }] });
     assert.equal((await pod.handle.getLink('lo')).up, true);
   });
 

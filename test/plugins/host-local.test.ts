@@ -33,7 +33,7 @@ describe('host-local', () => {
     const c = conf('rr', { subnet: '10.10.0.0/29', routes: [{ dst: '0.0.0.0/0' }] });
     const a = await runPlugin(host.name, twill, env('ADD', 'ctr-a'), c);
     assert.equal(a.code, 0, a.stdout);
-    assert.deepEqual(a.json, { cniVersion: '1.0.0', ips: [{ address: '10.10.0.2/29', gateway: '10.10.0.1' }], routes: [{ dst: '0.0.0.0/0' }], dns: {} });
+    assert.deepEqual(a.json, { cniVersion: '1.0.0', ips: [{ address: '10.10.0.2/29', gateway: '10.10.0.1' }], routes: [{ dst: '0.0.0.0/0' }] });
     assert.equal(readFileSync(join(data, 'rr', '10.10.0.2'), 'utf8'), 'ctr-a\r\neth0');
     assert.equal(readFileSync(join(data, 'rr', 'last_reserved_ip.0'), 'utf8'), '10.10.0.2');
     const b = await runPlugin(host.name, twill, env('ADD', 'ctr-b'), c);

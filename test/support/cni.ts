@@ -57,16 +57,17 @@ export interface CniEnv {
 
 /** Runs `executable` as a runtime would, inside the namespace `hostNetns` (a test host). */
 export function runPlugin(hostNetns: string, executable: string, env: CniEnv, stdin: string | object): Promise<PluginRun> {
-  const vars: Record<string, string> = { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin', CNI_COMMAND: env.command };
-  if (env.containerId !== undefined) vars.CNI_CONTAINERID = env.containerId;
-  if (env.netns !== undefined) vars.CNI_NETNS = env.netns;
-  if (env.ifname !== undefined) vars.CNI_IFNAME = env.ifname;
-  if (env.args !== undefined) vars.CNI_ARGS = env.args;
-  if (env.path !== undefined) vars.CNI_PATH = env.path;
-  for (const [k, v] of Object.entries(env.extra ?? {})) {
-    if (v === undefined) delete vars[k];
-    else vars[k] = v;
-  }
+  const wanted: Record<string, string | undefined> = {
+    PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin',
+    CNI_COMMAND: env.command,
+    CNI_CONTAINERID: env.containerId,
+    CNI_NETNS: env.netns,
+    CNI_IFNAME: env.ifname,
+    CNI_ARGS: env.args,
+    CNI_PATH: env.path,
+    ...env.extra,
+  };
+  const vars = Object.fromEntries(Object.entries(wanted).filter((e): e is [string, string] => e[1] !== undefined));
   const input = typeof stdin === 'string' ? stdin : JSON.stringify(stdin);
   return new Promise((resolve, reject) => {
     const child = spawn('ip', ['netns', 'exec', hostNetns, executable], { env: vars, stdio: ['pipe', 'pipe', 'pipe'] });

@@ -10,7 +10,7 @@ import { isIpv4Cidr, parseResult } from '../../cni/result.js';
 import type { GcContext, Plugin, PluginContext } from '../../cni/plugin.js';
 import type { CniInterface, CniResult, Dns } from '../../cni/types.js';
 import { SUPPORTED_VERSIONS } from '../../cni/version.js';
-import { chooseBackend, openFirewall, type Firewall } from '../../firewall/index.js';
+import { FIREWALL_BACKENDS, chooseBackend, openFirewall, supportsIptables, supportsNftables, type Firewall } from '../../firewall/index.js';
 import { containsAddr, formatAddr, parseCidr } from '../../ipam/addr.js';
 import { configureInterface } from '../common/ipconfig.js';
 import { openContainerNetns, withContainerNetns } from '../common/netns.js';
@@ -80,7 +80,7 @@ interface Gateways {
 function calcGateways(result: CniResult, cfg: BridgeConfig): Gateways {
   const out: Gateways = { bridgeAddrs: [] };
   const defaultFound = { 4: false, 6: false };
-  result.routes ??= [];
+  const routes = result.routes ?? [];
   for (const ip of result.ips ?? []) {
     const family = isIpv4Cidr(ip.address) ? 4 : 6;
     ip.interface = CONTAINER_IF;
@@ -91,11 +91,12 @@ function calcGateways(result: CniResult, cfg: BridgeConfig): Gateways {
     }
     if (cfg.isDefaultGateway && !defaultFound[family]) {
       const any = family === 4 ? '0.0.0.0/0' : '::/0';
-      if (!result.routes.some((r) => r.dst === any && r.gw)) result.routes.push(ip.gateway ? { dst: any, gw: ip.gateway } : { dst: any });
+      if (!routes.some((r) => r.dst === any && r.gw)) routes.push(ip.gateway ? { dst: any, gw: ip.gateway } : { dst: any });
       defaultFound[family] = true;
     }
     if (cfg.isGateway && ip.gateway) out.bridgeAddrs.push({ family, cidr: `${ip.gateway}/${cidr.prefix}` });
   }
+  if (routes.length) result.routes = routes;
   return out;
 }
 
@@ -247,9 +248,11 @@ async function del(ctx: PluginContext): Promise<void> {
     }
   }
   if (cfg.ipamType) await delegateDel(cfg.ipamType, cmd, cmd.stdin);
-  // Unlike the reference, also when the interface was already gone: its rules are found by name.
+  // Unlike the reference, also when the interface was already gone: its rules are
+  // found by name. Teardown covers both backends (the pod may come from another
+  // configuration), so DEL does not consult ipMasqBackend: a bad value must not fail it.
   if (cfg.ipamType && cfg.ipMasq) {
-    const fw = await firewallFor(cfg);
+    const fw = openFirewall('iptables', null);
     await fw.teardownContainerMasquerade({ network: ctx.conf.name, containerId: cmd.containerId, ifname: cmd.ifname, ...(addresses ? { addresses } : {}) });
   }
 }
@@ -319,11 +322,14 @@ async function gc(ctx: GcContext): Promise<void> {
   if (cfg.ipamType) await delegateGc(cfg.ipamType, ctx.cmd, ctx.cmd.stdin);
   if (!cfg.ipMasq) return;
   const valid = new Set(ctx.validAttachments.map((a) => a.containerId));
-  const fw = await firewallFor(cfg);
-  for (const m of await fw.listContainerMasquerades()) {
-    // Only what is provably this network's and provably unused.
-    if (m.network !== ctx.conf.name || !m.containerId || valid.has(m.containerId)) continue;
-    await fw.teardownContainerMasquerade({ network: m.network, containerId: m.containerId, ifname: m.ifname ?? '' });
+  const supported = { iptables: await supportsIptables(null), nftables: await supportsNftables(null) };
+  for (const backend of FIREWALL_BACKENDS.filter((b) => supported[b])) {
+    const fw = openFirewall(backend, null);
+    for (const m of await fw.listContainerMasquerades()) {
+      // Only what is provably this network's and provably unused.
+      if (m.network !== ctx.conf.name || !m.containerId || valid.has(m.containerId)) continue;
+      await fw.teardownContainerMasquerade({ network: m.network, containerId: m.containerId, ifname: m.ifname ?? '' });
+    }
   }
 }
 
