@@ -2,12 +2,15 @@
 // then, as its very last line, one JSON object with its results.
 import { parseArgs } from 'node:util';
 import { kernelBench } from './kernel.js';
+import { cniBench } from './cni.js';
 
 const USAGE = `usage: npm run bench -- NAME [options]
 
 benchmarks:
   kernel   veth pairs created into namespaces and deleted: twill vs ip per op vs ip -batch
-           --pairs N (200)  --namespaces N (10)`;
+           --pairs N (200)  --namespaces N (10)
+  cni      bridge + host-local ADD/DEL as a runtime runs them: twill vs the reference plugins
+           --iterations N (30)  --ipmasq (with ipMasq, iptables)`;
 
 async function main(): Promise<void> {
   const { positionals, values } = parseArgs({
@@ -15,6 +18,8 @@ async function main(): Promise<void> {
     options: {
       pairs: { type: 'string', default: '200' },
       namespaces: { type: 'string', default: '10' },
+      iterations: { type: 'string', default: '30' },
+      ipmasq: { type: 'boolean', default: false },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -32,6 +37,11 @@ async function main(): Promise<void> {
   switch (name) {
     case 'kernel': {
       const result = await kernelBench({ pairs: int(values.pairs, 'pairs', 1), namespaces: int(values.namespaces, 'namespaces', 1) });
+      console.log(JSON.stringify(result));
+      break;
+    }
+    case 'cni': {
+      const result = await cniBench({ iterations: int(values.iterations, 'iterations', 2), ipMasq: values.ipmasq });
       console.log(JSON.stringify(result));
       break;
     }

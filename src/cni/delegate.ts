@@ -2,7 +2,6 @@
 // libcni finds it. When the executable found there is twill's own multi-call
 // binary, the plugin runs in this process instead: same protocol, no second
 // Node start. A reference binary found first is executed as usual.
-import { spawn } from 'node:child_process';
 import { accessSync, constants, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { CniError, ErrorCode } from './errors.js';
@@ -56,7 +55,9 @@ function envFor(command: Command, cmd: CmdArgs): Env {
   };
 }
 
-function execPlugin(executable: string, env: Env, stdin: Buffer): Promise<{ code: number; stdout: string }> {
+async function execPlugin(executable: string, env: Env, stdin: Buffer): Promise<{ code: number; stdout: string }> {
+  // Loaded only here: in-process delegation, the common case, never pays for it.
+  const { spawn } = await import('node:child_process');
   return new Promise((resolve, reject) => {
     const child = spawn(executable, [], { env: { ...process.env, ...env }, stdio: ['pipe', 'pipe', 'inherit'] });
     const out: Buffer[] = [];

@@ -7,6 +7,7 @@ import { formatResult } from './result.js';
 import { CURRENT_VERSION, DEFAULT_CONFIG_VERSION, atLeast } from './version.js';
 import type { Plugin, PluginContext } from './plugin.js';
 import type { NetConf } from './types.js';
+import { flushTrace, mark } from './trace.js';
 
 export type Outcome = { ok: true; output: Record<string, unknown> | null } | { ok: false; error: CniError; version?: string };
 
@@ -109,7 +110,10 @@ export async function pluginMain(plugin: Plugin, about: string): Promise<number>
     return 0;
   }
   const stdin = process.env.CNI_COMMAND === 'VERSION' ? Buffer.alloc(0) : await readStdin();
+  mark('stdin');
   const outcome = await invoke(plugin, process.env, stdin);
+  mark('done');
+  flushTrace();
   if (outcome.ok) {
     if (outcome.output) process.stdout.write(printJson(outcome.output));
     return 0;

@@ -1,5 +1,4 @@
 import { closeSync, openSync } from 'node:fs';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { netnsAddon } from '../kernel/native.js';
 
 /**
@@ -7,6 +6,8 @@ import { netnsAddon } from '../kernel/native.js';
  * file): twill and the reference can then share one data dir safely. Waiting
  * polls, so the event loop stays free.
  */
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+
 export class FileLock {
   private fd: number | null = null;
 

@@ -2,7 +2,7 @@
 // give it addresses from an IPAM plugin, and (optionally) make the bridge its
 // gateway and masquerade what leaves the subnet. Drop-in for the reference
 // plugin; unlike it, a failed ADD leaves nothing behind.
-import { randomBytes } from 'node:crypto';
+import { closeSync, openSync, readSync } from 'node:fs';
 import { Handle, isExists, isNotFound, openNetns, writeSysctl, type Netns } from '../../kernel/index.js';
 import { CniError, ErrorCode, invalidConfig } from '../../cni/errors.js';
 import { delegateAdd, delegateCheck, delegateDel, delegateGc, delegateStatus } from '../../cni/delegate.js';
@@ -10,11 +10,12 @@ import { isIpv4Cidr, parseResult } from '../../cni/result.js';
 import type { GcContext, Plugin, PluginContext } from '../../cni/plugin.js';
 import type { CniInterface, CniResult, Dns } from '../../cni/types.js';
 import { SUPPORTED_VERSIONS } from '../../cni/version.js';
-import { FIREWALL_BACKENDS, chooseBackend, openFirewall, supportsIptables, supportsNftables, type Firewall } from '../../firewall/index.js';
+import type { Firewall } from '../../firewall/index.js';
 import { containsAddr, formatAddr, parseCidr } from '../../ipam/addr.js';
 import { configureInterface } from '../common/ipconfig.js';
 import { openContainerNetns, withContainerNetns } from '../common/netns.js';
 import { loadBridgeConfig, type BridgeConfig } from './config.js';
+import { timed } from '../../cni/trace.js';
 
 const CONTAINER_IF = 2; // index of the container interface in the result: [bridge, host veth, container]
 
@@ -51,10 +52,22 @@ function trySysctl(netns: Netns | null, key: string, value: number): void {
   }
 }
 
+/** veth + 8 hex digits, as the reference names host ends (from the kernel's random pool; node:crypto costs a plugin start ~5 ms). */
+function randomVethName(): string {
+  const fd = openSync('/dev/urandom', 'r');
+  try {
+    const b = Buffer.alloc(4);
+    readSync(fd, b, 0, 4, null);
+    return `veth${b.toString('hex')}`;
+  } finally {
+    closeSync(fd);
+  }
+}
+
 /** The veth pair, container end named CNI_IFNAME inside the netns, host end veth<8 hex> on the bridge. */
 async function createVeth(host: Handle, container: Handle, containerNs: Netns, cfg: BridgeConfig, ifname: string) {
   for (let attempt = 0; attempt < 10; attempt++) {
-    const hostName = `veth${randomBytes(4).toString('hex')}`;
+    const hostName = randomVethName();
     try {
       const hostVeth = await host.addLink({
         kind: 'veth',
@@ -128,7 +141,11 @@ async function ensureBridgeAddr(host: Handle, cfg: BridgeConfig, family: 4 | 6, 
   if (br.mac) await host.setLink(br, { mac: br.mac });
 }
 
+/** The firewall layer is loaded only when ipMasq asks for it (it is most of a plugin's code). */
+const firewallLayer = () => import('../../firewall/index.js');
+
 async function firewallFor(cfg: BridgeConfig): Promise<Firewall> {
+  const { chooseBackend, openFirewall } = await firewallLayer();
   return openFirewall(await chooseBackend(cfg.ipMasqBackend, null), null);
 }
 
@@ -152,7 +169,7 @@ async function add(ctx: PluginContext): Promise<CniResult> {
     let ipam: CniResult | null = null;
     if (cfg.ipamType) {
       const ipamType = cfg.ipamType;
-      ipam = await delegateAdd(ipamType, cmd, cmd.stdin);
+      ipam = await timed('ipam', () => delegateAdd(ipamType, cmd, cmd.stdin));
       undo.push(() => delegateDel(ipamType, cmd, cmd.stdin));
       if (!ipam.ips?.length) throw new CniError(ErrorCode.Internal, `IPAM plugin ${ipamType} returned no IP configuration`);
     }
@@ -196,7 +213,7 @@ async function add(ctx: PluginContext): Promise<CniResult> {
         const fw = await firewallFor(cfg);
         const masq = { network: ctx.conf.name, containerId: cmd.containerId, ifname: cmd.ifname, addresses: (result.ips ?? []).map((i) => i.address) };
         undo.push(() => fw.teardownContainerMasquerade(masq));
-        await fw.setupContainerMasquerade(masq);
+        await timed('firewall', () => fw.setupContainerMasquerade(masq));
       }
     } else if (!cfg.disableContainerInterface) {
       await container.setLinkUp(cmd.ifname);
@@ -247,13 +264,17 @@ async function del(ctx: PluginContext): Promise<void> {
       }
     }
   }
-  if (cfg.ipamType) await delegateDel(cfg.ipamType, cmd, cmd.stdin);
+  if (cfg.ipamType) {
+    const ipamType = cfg.ipamType;
+    await timed('ipam', () => delegateDel(ipamType, cmd, cmd.stdin));
+  }
   // Unlike the reference, also when the interface was already gone: its rules are
   // found by name. Teardown covers both backends (the pod may come from another
   // configuration), so DEL does not consult ipMasqBackend: a bad value must not fail it.
   if (cfg.ipamType && cfg.ipMasq) {
+    const { openFirewall } = await firewallLayer();
     const fw = openFirewall('iptables', null);
-    await fw.teardownContainerMasquerade({ network: ctx.conf.name, containerId: cmd.containerId, ifname: cmd.ifname, ...(addresses ? { addresses } : {}) });
+    await timed('firewall', () => fw.teardownContainerMasquerade({ network: ctx.conf.name, containerId: cmd.containerId, ifname: cmd.ifname, ...(addresses ? { addresses } : {}) }));
   }
 }
 
@@ -322,6 +343,7 @@ async function gc(ctx: GcContext): Promise<void> {
   if (cfg.ipamType) await delegateGc(cfg.ipamType, ctx.cmd, ctx.cmd.stdin);
   if (!cfg.ipMasq) return;
   const valid = new Set(ctx.validAttachments.map((a) => a.containerId));
+  const { FIREWALL_BACKENDS, openFirewall, supportsIptables, supportsNftables } = await firewallLayer();
   const supported = { iptables: await supportsIptables(null), nftables: await supportsNftables(null) };
   for (const backend of FIREWALL_BACKENDS.filter((b) => supported[b])) {
     const fw = openFirewall(backend, null);

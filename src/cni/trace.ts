@@ -1,0 +1,33 @@
+// Where a plugin's time goes, for the benchmark: TWILL_CNI_TRACE=1 prints one
+// JSON line on stderr at the end of the call (stderr is the runtime's log, never
+// parsed). Times are ms since the process started (performance.timeOrigin).
+
+// Read at each call, not at import: a startup snapshot (the SEA binary) would
+// otherwise freeze the value the build saw.
+const enabled = (): boolean => process.env.TWILL_CNI_TRACE === '1';
+const marks: [string, number][] = [];
+
+export function mark(name: string): void {
+  if (enabled()) marks.push([name, performance.now()]);
+}
+
+/** Time spent inside fn, added to the named phase. */
+export async function timed<T>(name: string, fn: () => Promise<T>): Promise<T> {
+  if (!enabled()) return fn();
+  const start = performance.now();
+  try {
+    return await fn();
+  } finally {
+    marks.push([`${name}:ms`, performance.now() - start]);
+  }
+}
+
+export function flushTrace(): void {
+  if (!enabled() || marks.length === 0) return;
+  const out: Record<string, number> = {};
+  // Points in time are kept as they are; durations (":ms") add up.
+  for (const [k, v] of marks) out[k] = k.endsWith(':ms') ? (out[k] ?? 0) + v : v;
+  for (const k of Object.keys(out)) out[k] = Math.round(out[k]! * 100) / 100;
+  process.stderr.write(`twill-trace ${JSON.stringify(out)}\n`);
+  marks.length = 0;
+}
