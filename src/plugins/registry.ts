@@ -2,7 +2,7 @@
 // for the code of the plugin it runs.
 import type { Plugin } from '../cni/plugin.js';
 
-export const PLUGIN_TYPES = ['bridge', 'host-local', 'loopback'] as const;
+export const PLUGIN_TYPES = ['bridge', 'host-local', 'loopback', 'flannel'] as const;
 export type PluginType = (typeof PLUGIN_TYPES)[number];
 
 export async function loadPlugin(type: PluginType): Promise<Plugin> {
@@ -13,6 +13,8 @@ export async function loadPlugin(type: PluginType): Promise<Plugin> {
       return (await import('./host-local/index.js')).hostLocal;
     case 'loopback':
       return (await import('./loopback/index.js')).loopback;
+    case 'flannel':
+      return (await import('./flannel/index.js')).flannel;
   }
 }
 
