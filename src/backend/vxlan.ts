@@ -7,6 +7,7 @@ import { isExists, isNotFound, type Handle, type Link } from '../kernel/index.js
 import { formatAddr, formatCidr, type Cidr } from '../ipam/addr.js';
 import type { Lease } from '../subnet/lease.js';
 import { TWILL_ROUTE_PROTOCOL, type Backend } from './backend.js';
+import { isOnLink } from './onlink.js';
 
 export interface VxlanOptions {
   vni: number;
@@ -92,13 +93,9 @@ export class VxlanBackend implements Backend {
     return this.h.getLink(this.device);
   }
 
-  /** Whether a peer is reached directly (DirectRouting and its public IP on a connected route of the underlay). */
+  /** Whether a peer is reached directly (DirectRouting and its public IP on-link on the underlay). */
   private async direct(publicIp: string): Promise<boolean> {
-    if (!this.opts.directRouting) return false;
-    const routes = await this.h.listRoutes({ family: 4, device: this.opts.underlayDevice });
-    const { parseAddr, parseCidr, containsAddr } = await import('../ipam/addr.js');
-    const ip = parseAddr(publicIp)!;
-    return routes.some((r) => r.gateway === null && r.dst !== '0.0.0.0/0' && containsAddr(parseCidr(r.dst)!, ip));
+    return this.opts.directRouting && isOnLink(this.h, this.opts.underlayDevice, publicIp);
   }
 
   async addPeer(lease: Lease, previous: Lease | null): Promise<void> {
