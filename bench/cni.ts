@@ -83,6 +83,8 @@ export async function cniBench(opts: CniBenchOptions): Promise<Record<string, un
       PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin',
       CNI_COMMAND: command, CNI_CONTAINERID: `bench-${i}`, CNI_NETNS: pod.netns.path, CNI_IFNAME: 'eth0', CNI_PATH: impl.dir,
       CNI_ARGS: 'IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=bench', TWILL_CNI_TRACE: '1',
+      // The installed binary unpacks its native addons here, not in the machine's /var/lib/twill.
+      TWILL_NATIVE_DIR: join(tmp, 'native'),
     });
     const run = async (command: 'ADD' | 'DEL') => {
       for (let i = 0; i < opts.iterations; i++) {
@@ -109,7 +111,7 @@ export async function cniBench(opts: CniBenchOptions): Promise<Record<string, un
       starts['node -e 0']!.push(performance.now() - t);
       for (const impl of impls) {
         t = performance.now();
-        execFileSync(join(impl.dir, 'bridge'), [], { env: { CNI_COMMAND: 'VERSION' }, input: '' });
+        execFileSync(join(impl.dir, 'bridge'), [], { env: { CNI_COMMAND: 'VERSION', TWILL_NATIVE_DIR: join(tmp, 'native') }, input: '' });
         starts[`${impl.name} VERSION`]!.push(performance.now() - t);
       }
     }

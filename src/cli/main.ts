@@ -11,7 +11,8 @@ function packageVersion(): string {
 
 export async function buildProgram() {
   const { Command } = await import('commander');
-  return new Command('twill')
+  const { PLUGIN_TYPES } = await import('../plugins/registry.js');
+  const program = new Command('twill')
     .description(
       'A pod network for Kubernetes: every pod its own IP, across nodes, without NAT.\n' +
         'Drop-in for flannel (net-conf.json, subnet.env, etcd layout, VXLAN) and the CNI reference plugins.',
@@ -20,9 +21,54 @@ export async function buildProgram() {
     .showHelpAfterError('(run "twill --help" for usage)')
     .addHelpText(
       'after',
-      '\nSubcommands arrive with their issues: agent, cni, lab, explain (see README.md).\n' +
+      '\nSubcommands still to come with their issues: agent, lab, explain (see README.md).\n' +
         'Everything twill does to the kernel needs root (CAP_NET_ADMIN).',
     );
+
+  const cni = program.command('cni').description('CNI plugins: install them for a container runtime');
+  cni
+    .command('install')
+    .description(`install the CNI plugins (${PLUGIN_TYPES.join(', ')}) into DIR`)
+    .requiredOption('--dir <DIR>', 'directory to install into (it must exist), e.g. /opt/cni/bin')
+    .option('--prefix <P>', 'install as P<name>, e.g. --prefix twill- gives twill-bridge')
+    .addHelpText(
+      'after',
+      [
+        '',
+        'Installs one self-contained executable (a Node single executable application: the node',
+        'needs no Node.js) with a name per plugin (hard links). Each name runs as the plugin it',
+        'names, and a plugin delegating to another one of the same file (bridge to host-local)',
+        'runs it in-process. Each name is replaced by a rename, so plugins that are running keep',
+        'running and a runtime never sees a half-written file.',
+        '',
+        'From a checkout it installs dist/sea/twill, built first (a few seconds) when it is missing',
+        'or older than the sources ("npm run build:sea" builds it ahead). Run from an installed',
+        'executable (named anything but a plugin), it installs itself.',
+        '',
+        'Example:',
+        '  twill cni install --dir /opt/cni/bin',
+        '  twill cni install --dir /opt/cni/bin --prefix twill-    # twill-bridge, twill-host-local, ...',
+      ].join('\n'),
+    )
+    .action(async (opts: { dir: string; prefix?: string }, command: { error(message: string): never }) => {
+      const { cniInstall, InstallError } = await import('./cni-install.js');
+      try {
+        cniInstall({ dir: opts.dir, prefix: opts.prefix ?? '' }, packageVersion());
+      } catch (e) {
+        if (e instanceof InstallError) command.error(`twill cni install: ${e.message}`);
+        throw e;
+      }
+    });
+  return program;
+}
+
+/**
+ * Evaluates every module the CLI and the plugins may run (for a V8 startup
+ * snapshot: a process started from it finds them loaded). Does no I/O.
+ */
+export async function preload(): Promise<void> {
+  const { PLUGIN_TYPES, loadPlugin } = await import('../plugins/registry.js');
+  await Promise.all([import('./plugin.js'), import('./cni-install.js'), import('commander'), ...PLUGIN_TYPES.map((t) => loadPlugin(t))]);
 }
 
 export async function main(argv: string[]): Promise<void> {

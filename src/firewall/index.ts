@@ -14,3 +14,17 @@ export {
   type IptablesVariant,
   type OwnedMasquerade,
 } from './types.js';
+export { openPortmapper } from './portmap_firewall.js';
+export { dnatChainName, dnatComment, NFT_PM_TABLE, PM_DNAT_CHAIN, PM_MASQ_CHAIN, PM_SETMARK_CHAIN, DEFAULT_MARK_MASQ_BIT } from './portmap_names.js';
+export { PORT_PROTOCOLS, type ContainerPortmap, type ContainerPortmapRef, type PortMapping, type PortProtocol, type Portmapper } from './types.js';
+export {
+  NftablesSpoofCheck,
+  spoofCheckId,
+  spoofComment,
+  spoofIfaceChain,
+  spoofMacChain,
+  NFT_SPOOF_TABLE,
+  NFT_SPOOF_BASE_CHAIN,
+  type SpoofCheck,
+  type SpoofCheckRef,
+} from './spoofcheck_nftables.js';

@@ -67,3 +67,54 @@ export class FirewallError extends Error {
 
 /** How a namespace is named in messages. */
 export const whereText = (netns: string | null): string => (netns === null ? 'the current network namespace' : `netns "${netns}"`);
+
+// Port mapping (the portmap plugin's hostPort → containerPort DNAT).
+
+export type PortProtocol = 'tcp' | 'udp' | 'sctp';
+export const PORT_PROTOCOLS: readonly PortProtocol[] = ['tcp', 'udp', 'sctp'];
+
+export interface PortMapping {
+  hostPort: number;
+  containerPort: number;
+  protocol: PortProtocol;
+  /** Canonical address text; '' for any. An unspecified address (0.0.0.0, ::) means any of its family. */
+  hostIP: string;
+}
+
+/** One container's port mappings, for one of its addresses (one family). */
+export interface ContainerPortmap {
+  network: string;
+  containerId: string;
+  /** The container's address with its prefix, e.g. '10.244.1.5/24'. */
+  address: string;
+  /** Every mapping of the container: entries whose hostIP is of the other family are skipped per family. */
+  mappings: PortMapping[];
+  /** Masquerade hairpin and localhost traffic to the mapped ports. */
+  snat: boolean;
+  /** iptables: the mark bit that asks for masquerade (default 13: 0x2000). */
+  markMasqBit: number;
+  /** iptables: a chain of someone else's that sets the masquerade mark (then no CNI-HOSTPORT-SETMARK/MASQ). */
+  externalSetMarkChain: string | null;
+  /** Extra match conditions for this family, in the backend's own syntax (iptables arguments or nft text). */
+  conditions: string[];
+  /** Masquerade traffic to the mapped ports from any source, not only hairpin and localhost. */
+  masqAll: boolean;
+}
+
+/** What DEL knows: the owner. Rules are found by name and comment, without addresses or mappings. */
+export interface ContainerPortmapRef {
+  network: string;
+  containerId: string;
+}
+
+export interface Portmapper {
+  readonly backend: FirewallBackendName;
+  /** DNAT the mapped host ports to the container's address. Idempotent. */
+  setupPortmap(pm: ContainerPortmap): Promise<void>;
+  /** Throws an Error naming each missing piece. */
+  checkPortmap(pm: ContainerPortmap): Promise<void>;
+  /** Removes the container's mappings from both backends and both families; succeeds when nothing is there. */
+  teardownPortmap(ref: ContainerPortmapRef): Promise<void>;
+  /** Deletes the conntrack entries of UDP flows to these host ports (stale flows would bypass a new DNAT). */
+  flushUdpConntrack(ports: number[], family: IpFamily): Promise<void>;
+}

@@ -2,8 +2,10 @@ import { closeSync, fstatSync, openSync } from 'node:fs';
 import type { NsContext } from './context.js';
 import { RouteSocket } from './nl/socket.js';
 import { Netns, openNetns } from './netns.js';
-import type { BridgePortAttrs, Link, LinkAttrs, LinkRef, LinkSpec, VethPeer } from './link.js';
+import type { BridgePortAttrs, BridgePortVlans, BridgeVlan, BridgeVlanSpec, Link, LinkAttrs, LinkRef, LinkSpec, VethPeer } from './link.js';
 import * as link from './link_linux.js';
+import * as bridgeVlan from './bridgevlan_linux.js';
+import type { BridgeVlanOptions } from './bridgevlan_linux.js';
 import type { Addr, AddrOptions } from './addr.js';
 import * as addr from './addr_linux.js';
 import type { Route, RouteFilter, RouteSpec } from './route.js';
@@ -65,6 +67,11 @@ export class Handle implements NsContext {
   setLinkUp(ref: LinkRef): Promise<void> { return link.setLink(this, ref, { up: true }); }
   setLinkDown(ref: LinkRef): Promise<void> { return link.setLink(this, ref, { up: false }); }
   setBridgePort(ref: LinkRef, attrs: BridgePortAttrs): Promise<void> { return link.setBridgePort(this, ref, attrs); }
+  /** Every bridge port's (and bridge's own) VLANs, as `bridge vlan show`. */
+  listBridgeVlans(): Promise<BridgePortVlans[]> { return bridgeVlan.listBridgeVlans(this); }
+  getBridgeVlans(ref: LinkRef): Promise<BridgeVlan[]> { return bridgeVlan.getBridgeVlans(this, ref); }
+  addBridgeVlans(ref: LinkRef, vlans: readonly BridgeVlanSpec[], opts?: BridgeVlanOptions): Promise<void> { return bridgeVlan.addBridgeVlans(this, ref, vlans, opts); }
+  deleteBridgeVlans(ref: LinkRef, vlans: readonly (number | BridgeVlanSpec)[], opts?: BridgeVlanOptions): Promise<void> { return bridgeVlan.deleteBridgeVlans(this, ref, vlans, opts); }
   moveLink(ref: LinkRef, target: Netns, newName?: string): Promise<void> { return link.moveLink(this, ref, target, newName); }
   deleteLink(ref: LinkRef): Promise<void> { return link.deleteLink(this, ref); }
   vethPeer(l: Link): VethPeer | null { return link.vethPeer(l); }

@@ -3,6 +3,8 @@ export { Handle } from './handle.js';
 export { Netns, openNetns, createNetns, deleteNetns, netnsExists, listNetns, NETNS_RUN_DIR } from './netns.js';
 export { KernelError, isExists, isNotFound, type KernelErrorKind } from './errors.js';
 export type { Link, LinkRef, LinkSpec, LinkAttrs, BridgePortAttrs, BridgeSpec, VethSpec, VxlanSpec, VethPeer, VxlanInfo, OperState } from './link.js';
+export type { BridgeInfo, BridgeVlan, BridgeVlanSpec, BridgePortVlans } from './link.js';
+export { VLAN_ID_MIN, VLAN_ID_MAX, type BridgeVlanOptions } from './bridgevlan_linux.js';
 export { VXLAN_DEFAULT_PORT, IFNAME_MAX } from './link.js';
 export type { Addr, AddrOptions } from './addr.js';
 export type { Route, RouteSpec, RouteFilter, RouteScope } from './route.js';

@@ -13,6 +13,17 @@ export interface VxlanInfo {
   gbp: boolean;
 }
 
+/** A bridge's VLAN settings (IFLA_INFO_DATA of a bridge). */
+export interface BridgeInfo {
+  vlanFiltering: boolean;
+  /**
+   * The PVID new ports get; null when the kernel has no bridge VLAN support at all
+   * (built without CONFIG_BRIDGE_VLAN_FILTERING, which needs 802.1Q): such a kernel
+   * refuses vlan_filtering and every bridge VLAN change with EOPNOTSUPP.
+   */
+  vlanDefaultPvid: number | null;
+}
+
 export interface Link {
   /** The namespace this was read from: its ifindexes mean something only there. */
   nsKey: string;
@@ -35,6 +46,8 @@ export interface Link {
   /** Namespace id of the peer's namespace as seen from this one; null = same namespace. */
   linkNetnsId: number | null;
   vxlan: VxlanInfo | null;
+  /** Set on a bridge. */
+  bridge: BridgeInfo | null;
 }
 
 /** A link by name, or a Link read from the same namespace (never a bare ifindex). */
@@ -52,6 +65,8 @@ export interface LinkAttrs {
 export interface BridgeSpec extends LinkAttrs {
   kind: 'bridge';
   name: string;
+  /** 802.1Q VLAN filtering on the bridge's ports (IFLA_BR_VLAN_FILTERING); left as the kernel's default when unset. */
+  vlanFiltering?: boolean;
 }
 
 export interface VethPeerSpec {
@@ -93,6 +108,32 @@ export interface BridgePortAttrs {
   /** Isolated ports cannot talk to each other, only to non-isolated ones. */
   isolated?: boolean;
   learning?: boolean;
+}
+
+/** One VLAN of a bridge port (or of the bridge itself, its "self" VLANs), as the kernel reports it. */
+export interface BridgeVlan {
+  vid: number;
+  /** Untagged frames entering the port are put in this VLAN (one PVID per port at most). */
+  pvid: boolean;
+  /** Frames of this VLAN leave the port untagged. */
+  untagged: boolean;
+}
+
+/** VLANs to add or delete: one VID, or the range vid..vidEnd (a range cannot be the PVID). */
+export interface BridgeVlanSpec {
+  vid: number;
+  vidEnd?: number;
+  pvid?: boolean;
+  untagged?: boolean;
+}
+
+/** The VLANs of one bridge port, or of a bridge (its own, "self"), from a dump. */
+export interface BridgePortVlans {
+  ifindex: number;
+  name: string;
+  /** The bridge it is a port of; null for the bridge itself. */
+  masterIndex: number | null;
+  vlans: BridgeVlan[];
 }
 
 export interface VethPeer {

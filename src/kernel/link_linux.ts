@@ -13,6 +13,7 @@ import {
   type LinkRef,
   type LinkSpec,
   type BridgePortAttrs,
+  type BridgeInfo,
   type OperState,
   type VethPeer,
   type VxlanInfo,
@@ -68,6 +69,14 @@ export function parseLink(msg: Message, nsKey: string): Link {
     parentIndex: parent !== undefined && parent !== 0 && (linkNetnsId !== null || parent !== ifindex) ? parent : null,
     linkNetnsId,
     vxlan: kind === 'vxlan' ? parseVxlan(info?.nested(C.IFLA_INFO_DATA)) : null,
+    bridge: kind === 'bridge' ? parseBridge(info?.nested(C.IFLA_INFO_DATA)) : null,
+  };
+}
+
+function parseBridge(data: Attrs | undefined): BridgeInfo {
+  return {
+    vlanFiltering: (data?.u8(C.IFLA_BR_VLAN_FILTERING) ?? 0) !== 0,
+    vlanDefaultPvid: data?.u16(C.IFLA_BR_VLAN_DEFAULT_PVID) ?? null,
   };
 }
 
@@ -145,9 +154,14 @@ export async function addLink(h: NsContext, spec: LinkSpec): Promise<Link> {
   writeCommonAttrs(w, spec, ctx);
   if (spec.master) w.u32(C.IFLA_MASTER, await resolveIndex(h, spec.master, ctx));
   switch (spec.kind) {
-    case 'bridge':
-      w.nested(C.IFLA_LINKINFO, (li) => li.string(C.IFLA_INFO_KIND, 'bridge'));
+    case 'bridge': {
+      const vlanFiltering = spec.vlanFiltering;
+      w.nested(C.IFLA_LINKINFO, (li) => {
+        li.string(C.IFLA_INFO_KIND, 'bridge');
+        if (vlanFiltering !== undefined) li.nested(C.IFLA_INFO_DATA, (d) => d.u8(C.IFLA_BR_VLAN_FILTERING, vlanFiltering ? 1 : 0));
+      });
       break;
+    }
     case 'veth': {
       const peer = spec.peer;
       checkLinkName(peer.name, ctx);

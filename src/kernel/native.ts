@@ -3,7 +3,8 @@
 //  - bundled (dist/twill.cjs, scripts/bundle.mjs): the same files, found from the bundle;
 //  - the single executable (scripts/build-sea.mjs): the addons are SEA assets, written
 //    once to a cache directory (named by their SHA-256) and dlopen'ed from there.
-import { closeSync, fsyncSync, lstatSync, mkdirSync, openSync, renameSync, unlinkSync, writeSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { closeSync, fsyncSync, lstatSync, mkdirSync, openSync, readFileSync, renameSync, unlinkSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -42,8 +43,8 @@ export function nativeCacheDirs(): string[] {
   return ['/var/lib/twill/native', join(tmpdir(), `twill-native-${process.geteuid?.() ?? 'user'}`)];
 }
 
-/** The checkout this code runs from: <root>/dist/twill.cjs, or <root>/dist/src/kernel/native.js. */
-function packageRoot(): string {
+/** The checkout this code runs from: <root>/dist/twill.cjs, or <root>/dist/src/kernel/native.js (not in a SEA). */
+export function packageRoot(): string {
   return fileURLToPath(new URL(typeof TWILL_BUNDLE !== 'undefined' ? '../' : '../../../', import.meta.url));
 }
 
@@ -77,12 +78,13 @@ function cachedAddon(base: string, name: AddonName, entry: SeaNativeEntry): stri
   const file = join(dir, `${name}.node`);
   if (!trusted(dir)) mkdirSync(dir, { recursive: true, mode: 0o700 });
   if (!trusted(base) || !trusted(dir)) throw new Error(`${dir} is not owned by this user, or is writable by others`);
+  // Written before (by this or another process)? Checked whole: a damaged file is replaced.
   const st = lstatSync(file, { throwIfNoEntry: false });
-  if (st?.isFile() && st.size === entry.size && trusted(file)) return file;
+  if (st?.isFile() && st.size === entry.size && trusted(file) && createHash('sha256').update(readFileSync(file)).digest('hex') === entry.sha256) return file;
   const tmp = `${file}.tmp.${process.pid}.${Math.random().toString(36).slice(2)}`;
   const fd = openSync(tmp, 'wx', 0o500);
   try {
-    writeSync(fd, new Uint8Array(getRawAsset(entry.asset) as ArrayBuffer));
+    writeFileSync(fd, new Uint8Array(getRawAsset(entry.asset) as ArrayBuffer));
     fsyncSync(fd);
   } catch (e) {
     closeSync(fd);

@@ -2,7 +2,7 @@
 // for the code of the plugin it runs.
 import type { Plugin } from '../cni/plugin.js';
 
-export const PLUGIN_TYPES = ['bridge', 'host-local', 'loopback', 'flannel'] as const;
+export const PLUGIN_TYPES = ['bridge', 'host-local', 'loopback', 'flannel', 'portmap'] as const;
 export type PluginType = (typeof PLUGIN_TYPES)[number];
 
 export async function loadPlugin(type: PluginType): Promise<Plugin> {
@@ -15,6 +15,8 @@ export async function loadPlugin(type: PluginType): Promise<Plugin> {
       return (await import('./loopback/index.js')).loopback;
     case 'flannel':
       return (await import('./flannel/index.js')).flannel;
+    case 'portmap':
+      return (await import('./portmap/index.js')).portmap;
   }
 }
 

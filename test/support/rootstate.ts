@@ -1,7 +1,8 @@
 // What the machine's root network namespace looks like, for a before/after
 // comparison around the whole test run. Tests must never change any of it.
 import { execFile } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readFileSync, readdirSync, statSync } from 'node:fs';
+import { join } from 'node:path';
 import { promisify } from 'node:util';
 
 const execFileP = promisify(execFile);
@@ -43,6 +44,20 @@ export const WATCHED_SYSCTLS = [
   'net/bridge/bridge-nf-call-ip6tables',
 ];
 
+/** The host's own CNI and flannel state, and twill's: tests use paths of their own. */
+export const WATCHED_PATHS = ['/run/flannel', '/var/lib/cni', '/etc/cni', '/opt/cni/bin', '/var/lib/twill', '/run/twill'];
+
+function listTree(path: string): string[] {
+  let st;
+  try {
+    st = statSync(path);
+  } catch {
+    return [`${path} <absent>`];
+  }
+  if (!st.isDirectory()) return [`${path} ${st.size} ${st.mtimeMs}`];
+  return [`${path}/`, ...readdirSync(path).sort().flatMap((n) => listTree(join(path, n)))];
+}
+
 export type RootState = Record<string, string[]>;
 
 export async function captureRootState(): Promise<RootState> {
@@ -75,6 +90,7 @@ export async function captureRootState(): Promise<RootState> {
     'iptables (legacy)': stableRules(iptLegacy),
     'ip6tables (nft)': stableRules(ip6tNft),
     sysctls,
+    'host paths': WATCHED_PATHS.flatMap(listTree),
   };
 }
 

@@ -128,3 +128,16 @@ export class Attrs {
     return b ? new Attrs(b) : undefined;
   }
 }
+
+/** Every attribute of one level, in order (for types that repeat, e.g. IFLA_BRIDGE_VLAN_INFO). */
+export function attrList(data: Buffer): { type: number; data: Buffer }[] {
+  const out: { type: number; data: Buffer }[] = [];
+  let offset = 0;
+  while (offset + NLA_HDRLEN <= data.length) {
+    const len = data.readUInt16LE(offset);
+    if (len < NLA_HDRLEN || offset + len > data.length) break;
+    out.push({ type: data.readUInt16LE(offset + 2) & NLA_TYPE_MASK, data: data.subarray(offset + NLA_HDRLEN, offset + len) });
+    offset += align(len);
+  }
+  return out;
+}

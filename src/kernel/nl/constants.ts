@@ -60,6 +60,7 @@ export const IFLA_LINKINFO = 18;
 export const IFLA_NET_NS_PID = 19;
 export const IFLA_NET_NS_FD = 28;
 export const IFLA_EXT_MASK = 29;
+export const IFLA_AF_SPEC = 26;
 export const IFLA_LINK_NETNSID = 37;
 
 export const IFLA_INFO_KIND = 1;
@@ -72,6 +73,23 @@ export const VETH_INFO_PEER = 1;
 export const IFLA_BRPORT_MODE = 4; // hairpin
 export const IFLA_BRPORT_LEARNING = 8;
 export const IFLA_BRPORT_ISOLATED = 33;
+
+// Bridge options (IFLA_INFO_DATA of a bridge). VLAN_PROTOCOL and VLAN_DEFAULT_PVID are
+// reported only by kernels built with CONFIG_BRIDGE_VLAN_FILTERING.
+export const IFLA_BR_VLAN_FILTERING = 7;
+export const IFLA_BR_VLAN_PROTOCOL = 8;
+export const IFLA_BR_VLAN_DEFAULT_PVID = 39;
+
+// Bridge VLANs: IFLA_AF_SPEC of an AF_BRIDGE link message (linux/if_bridge.h).
+export const IFLA_BRIDGE_FLAGS = 0;
+export const IFLA_BRIDGE_VLAN_INFO = 2;
+export const BRIDGE_FLAGS_MASTER = 1;
+export const BRIDGE_FLAGS_SELF = 2;
+export const BRIDGE_VLAN_INFO_PVID = 0x2;
+export const BRIDGE_VLAN_INFO_UNTAGGED = 0x4;
+export const BRIDGE_VLAN_INFO_RANGE_BEGIN = 0x8;
+export const BRIDGE_VLAN_INFO_RANGE_END = 0x10;
+export const RTEXT_FILTER_BRVLAN = 0x2;
 
 export const IFLA_VXLAN_ID = 1;
 export const IFLA_VXLAN_GROUP = 2;

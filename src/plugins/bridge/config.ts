@@ -13,7 +13,14 @@ export interface BridgeConfig {
   mtu: number;
   hairpinMode: boolean;
   promiscMode: boolean;
+  /** The port's VLAN: PVID and untagged on the host veth (0: none). */
   vlan: number;
+  /** Tagged VLANs of the port, sorted, each once (collectVlanTrunk); empty: none. */
+  vlanTrunk: number[];
+  /** Keep the port's default VLAN (1) when vlan/vlanTrunk set others. */
+  preserveDefaultVlan: boolean;
+  /** Create the bridge with vlan_filtering: `vlan` ≠ 0 or `vlanTrunk` present (even empty), as the reference. */
+  vlanFiltering: boolean;
   macspoofchk: boolean;
   enabledad: boolean;
   disableContainerInterface: boolean;
@@ -36,6 +43,47 @@ function bool(conf: NetConf, key: string): boolean {
   return v;
 }
 
+/**
+ * vlanTrunk as the reference's collectVlanTrunk reads it (its messages too): each item
+ * is {minID, maxID} (both or neither), {id}, or both; VIDs 1..4094; the result sorted,
+ * each VID once.
+ */
+function vlanTrunk(conf: NetConf): number[] {
+  const v = conf.vlanTrunk;
+  if (v === undefined || v === null) return [];
+  if (!Array.isArray(v)) throw invalidConfig(`"vlanTrunk" must be a list of {"minID", "maxID"} or {"id"}, got ${JSON.stringify(v)}`);
+  const vids = new Set<number>();
+  const id = (item: Json, key: string): number | undefined => {
+    const x = item[key];
+    if (x === undefined || x === null) return undefined;
+    if (typeof x !== 'number' || !Number.isInteger(x)) throw invalidConfig(`"vlanTrunk" ${key} must be an integer, got ${JSON.stringify(x)}`);
+    return x;
+  };
+  const inRange = (x: number) => x > 0 && x <= 4094;
+  for (const item of v as unknown[]) {
+    // The reference crashes on null (a nil pointer); twill says what is wrong.
+    if (!isObject(item)) throw invalidConfig(`"vlanTrunk" items must be objects like {"minID": 100, "maxID": 200} or {"id": 100}, got ${JSON.stringify(item)}`);
+    const minID = id(item, 'minID');
+    const maxID = id(item, 'maxID');
+    if (minID !== undefined && maxID !== undefined) {
+      if (!inRange(minID)) throw invalidConfig('incorrect trunk minID parameter');
+      if (!inRange(maxID)) throw invalidConfig('incorrect trunk maxID parameter');
+      if (maxID < minID) throw invalidConfig('minID is greater than maxID in trunk parameter');
+      for (let x = minID; x <= maxID; x++) vids.add(x);
+    } else if (maxID !== undefined) {
+      throw invalidConfig('minID and maxID should be configured simultaneously, minID is missing');
+    } else if (minID !== undefined) {
+      throw invalidConfig('minID and maxID should be configured simultaneously, maxID is missing');
+    }
+    const single = id(item, 'id');
+    if (single !== undefined) {
+      if (!inRange(single)) throw invalidConfig('incorrect trunk id parameter');
+      vids.add(single);
+    }
+  }
+  return [...vids].sort((a, b) => a - b);
+}
+
 function int(conf: NetConf, key: string, min: number, max: number): number {
   const v = conf[key];
   if (v === undefined || v === null) return 0;
@@ -53,7 +101,11 @@ export function loadBridgeConfig(conf: NetConf, cniArgs: Map<string, string>): B
   if (typeof bridge !== 'string' || bridge.length > 15 || /[/:\s]/.test(bridge) || bridge === '.' || bridge === '..') {
     throw invalidConfig(`"bridge" ${JSON.stringify(bridge)} is not a valid interface name (1 to 15 characters, no "/", ":" or spaces)`);
   }
-  const vlan = int(conf, 'vlan', 0, 4094);
+  const vlan = conf.vlan === undefined || conf.vlan === null ? 0 : conf.vlan;
+  if (typeof vlan !== 'number' || !Number.isInteger(vlan)) throw invalidConfig(`"vlan" must be an integer from 0 to 4094, got ${JSON.stringify(vlan)}`);
+  // The reference's message.
+  if (vlan < 0 || vlan > 4094) throw invalidConfig(`invalid VLAN ID ${vlan} (must be between 0 and 4094)`);
+  const trunk = vlanTrunk(conf);
   const mtu = conf.mtu === 0 ? 0 : int(conf, 'mtu', 68, 65535);
   let mac = cniArgs.get('MAC') || undefined;
   if (isObject(conf.args) && isObject(conf.args.cni) && typeof conf.args.cni.mac === 'string' && conf.args.cni.mac) mac = conf.args.cni.mac;
@@ -73,6 +125,9 @@ export function loadBridgeConfig(conf: NetConf, cniArgs: Map<string, string>): B
     hairpinMode: bool(conf, 'hairpinMode'),
     promiscMode: bool(conf, 'promiscMode'),
     vlan,
+    vlanTrunk: trunk,
+    preserveDefaultVlan: bool(conf, 'preserveDefaultVlan'),
+    vlanFiltering: vlan !== 0 || Array.isArray(conf.vlanTrunk),
     macspoofchk: bool(conf, 'macspoofchk'),
     enabledad: bool(conf, 'enabledad'),
     disableContainerInterface: bool(conf, 'disableContainerInterface'),
@@ -84,7 +139,5 @@ export function loadBridgeConfig(conf: NetConf, cniArgs: Map<string, string>): B
   if (cfg.isDefaultGateway) cfg.isGateway = true;
   if (cfg.hairpinMode && cfg.promiscMode) throw invalidConfig('cannot set hairpin mode and promiscuous mode at the same time');
   if (cfg.ipamType && cfg.disableContainerInterface) throw invalidConfig('cannot use IPAM when disableContainerInterface is set');
-  if (cfg.vlan !== 0) throw invalidConfig(`"vlan" ${cfg.vlan}: VLANs are not supported by twill's bridge yet`);
-  if (cfg.macspoofchk) throw invalidConfig('"macspoofchk" is not supported by twill\'s bridge yet');
   return cfg;
 }

@@ -2,8 +2,7 @@
 // give it addresses from an IPAM plugin, and (optionally) make the bridge its
 // gateway and masquerade what leaves the subnet. Drop-in for the reference
 // plugin; unlike it, a failed ADD leaves nothing behind.
-import { closeSync, openSync, readSync } from 'node:fs';
-import { Handle, isExists, isNotFound, openNetns, writeSysctl, type Netns } from '../../kernel/index.js';
+import { Handle, KernelError, isExists, isNotFound, openNetns, writeSysctl, type Link, type Netns } from '../../kernel/index.js';
 import { CniError, ErrorCode, invalidConfig } from '../../cni/errors.js';
 import { delegateAdd, delegateCheck, delegateDel, delegateGc, delegateStatus } from '../../cni/delegate.js';
 import { isIpv4Cidr, parseResult } from '../../cni/result.js';
@@ -15,21 +14,32 @@ import { containsAddr, formatAddr, parseCidr } from '../../ipam/addr.js';
 import { configureInterface } from '../common/ipconfig.js';
 import { openContainerNetns, withContainerNetns } from '../common/netns.js';
 import { loadBridgeConfig, type BridgeConfig } from './config.js';
+import { NO_VLAN_SUPPORT, ensureVlanGateway, goErrorText, hasPortVlans, portVlanProblems, randomVethName, setupPortVlans } from './vlan.js';
 import { timed } from '../../cni/trace.js';
 
 const CONTAINER_IF = 2; // index of the container interface in the result: [bridge, host veth, container]
 
-/** The bridge exists, is a bridge, and is up; says whether this call created it. */
+/**
+ * The bridge exists, is a bridge, and is up; says whether this call created it. A bridge
+ * it creates for VLANs gets vlan_filtering; an existing one is left as it is (as the reference).
+ */
 async function ensureBridge(host: Handle, cfg: BridgeConfig) {
   let created = true;
   try {
-    await host.addLink({ kind: 'bridge', name: cfg.bridge, ...(cfg.mtu ? { mtu: cfg.mtu } : {}) });
+    await host.addLink({ kind: 'bridge', name: cfg.bridge, ...(cfg.mtu ? { mtu: cfg.mtu } : {}), ...(cfg.vlanFiltering ? { vlanFiltering: true } : {}) });
   } catch (e) {
-    if (!isExists(e)) throw e;
-    created = false;
+    if (isExists(e)) created = false;
+    else if (cfg.vlanFiltering && e instanceof KernelError && e.kind === 'unsupported') {
+      // The reference's message, word for word.
+      throw new CniError(ErrorCode.Internal, `failed to create bridge "${cfg.bridge}": could not add "${cfg.bridge}": ${goErrorText(e)}`, NO_VLAN_SUPPORT);
+    } else throw e;
   }
   const br = await host.getLink(cfg.bridge);
   if (br.kind !== 'bridge') throw new CniError(ErrorCode.Internal, `"${cfg.bridge}" already exists but is not a bridge (it is a ${br.kind})`);
+  // A bridge that was there: VLANs on its ports need the kernel's bridge VLAN support (read, nothing changed).
+  if (!created && hasPortVlans(cfg) && br.bridge?.vlanDefaultPvid === null) {
+    throw new CniError(ErrorCode.Internal, `failed to setup vlan tag on bridge "${cfg.bridge}": operation not supported`, NO_VLAN_SUPPORT);
+  }
   // The plugin owns the routes of this interface, not router advertisements.
   trySysctl(null, `net/ipv6/conf/${cfg.bridge}/accept_ra`, 0);
   await host.setLink(br, { up: true, ...(cfg.promiscMode ? { promisc: true } : {}) });
@@ -49,18 +59,6 @@ function trySysctl(netns: Netns | null, key: string, value: number): void {
     writeSysctl(netns, key, value);
   } catch {
     // IPv6 may be disabled, or the sysctl absent on this kernel: as the reference, not fatal.
-  }
-}
-
-/** veth + 8 hex digits, as the reference names host ends (from the kernel's random pool; node:crypto costs a plugin start ~5 ms). */
-function randomVethName(): string {
-  const fd = openSync('/dev/urandom', 'r');
-  try {
-    const b = Buffer.alloc(4);
-    readSync(fd, b, 0, 4, null);
-    return `veth${b.toString('hex')}`;
-  } finally {
-    closeSync(fd);
   }
 }
 
@@ -113,10 +111,13 @@ function calcGateways(result: CniResult, cfg: BridgeConfig): Gateways {
   return out;
 }
 
-/** The gateway address on the bridge; another address of the family is the famous conflict. */
-async function ensureBridgeAddr(host: Handle, cfg: BridgeConfig, family: 4 | 6, cidr: string): Promise<void> {
+/**
+ * The gateway address on the bridge (or on the VLAN's gateway interface); another address
+ * of the family is the famous conflict. `what` begins the error, as in the reference.
+ */
+async function ensureGatewayAddr(host: Handle, cfg: BridgeConfig, name: string, what: string, family: 4 | 6, cidr: string): Promise<void> {
   const want = parseCidr(cidr)!;
-  for (const a of await host.listAddrs({ link: cfg.bridge, family })) {
+  for (const a of await host.listAddrs({ link: name, family })) {
     if (a.address === formatAddr(want.ip) && a.prefixLen === want.prefix) return;
     const have = parseCidr(`${a.address}/${a.prefixLen}`)!;
     // Several IPv6 addresses may coexist when their subnets do not overlap; IPv4 has one.
@@ -125,24 +126,26 @@ async function ensureBridgeAddr(host: Handle, cfg: BridgeConfig, family: 4 | 6, 
     if (!cfg.forceAddress) {
       throw new CniError(
         ErrorCode.Internal,
-        `failed to set bridge addr: "${cfg.bridge}" already has an IP address different from ${cidr}`,
-        `${cfg.bridge} has ${a.address}/${a.prefixLen}; set "forceAddress": true to replace it, or remove it (a stale address of an old subnet?)`,
+        `${what}: "${name}" already has an IP address different from ${cidr}`,
+        `${name} has ${a.address}/${a.prefixLen}; set "forceAddress": true to replace it, or remove it (a stale address of an old subnet?)`,
       );
     }
-    await host.deleteAddr(cfg.bridge, `${a.address}/${a.prefixLen}`);
+    await host.deleteAddr(name, `${a.address}/${a.prefixLen}`);
   }
   try {
-    await host.addAddr(cfg.bridge, cidr);
+    await host.addAddr(name, cidr);
   } catch (e) {
     if (!isExists(e)) throw e;
   }
   // Pin the bridge's MAC: otherwise it follows the lowest MAC of its ports as they come and go.
-  const br = await host.getLink(cfg.bridge);
-  if (br.mac) await host.setLink(br, { mac: br.mac });
+  const link = await host.getLink(name);
+  if (link.mac) await host.setLink(link, { mac: link.mac });
 }
 
 /** The firewall layer is loaded only when ipMasq asks for it (it is most of a plugin's code). */
 const firewallLayer = () => import('../../firewall/index.js');
+/** The MAC spoof check alone (nftables, bridge family). */
+const spoofCheckLayer = () => import('../../firewall/spoofcheck_nftables.js');
 
 async function firewallFor(cfg: BridgeConfig): Promise<Firewall> {
   const { chooseBackend, openFirewall } = await firewallLayer();
@@ -165,6 +168,13 @@ async function add(ctx: PluginContext): Promise<CniResult> {
     if (await container.findLink(cmd.ifname)) {
       throw new CniError(ErrorCode.Internal, `container veth name provided (${cmd.ifname}) already exists in ${cmd.netns}`);
     }
+    // VLANs need the kernel's bridge VLAN filtering. Creating the bridge is what asks
+    // for it (a kernel without refuses, and nothing changed), so for them it comes first.
+    let bridgeStep: Awaited<ReturnType<typeof ensureBridge>> | null = null;
+    if (cfg.vlanFiltering) {
+      bridgeStep = await ensureBridge(host, cfg);
+      if (bridgeStep.created) undo.push(() => removeBridgeIfUnused(host, cfg.bridge));
+    }
     // IPAM first: an exhausted range or a duplicate then changes nothing at all.
     let ipam: CniResult | null = null;
     if (cfg.ipamType) {
@@ -174,14 +184,26 @@ async function add(ctx: PluginContext): Promise<CniResult> {
       if (!ipam.ips?.length) throw new CniError(ErrorCode.Internal, `IPAM plugin ${ipamType} returned no IP configuration`);
     }
 
-    const { br, created } = await ensureBridge(host, cfg);
-    if (created) undo.push(() => removeBridgeIfUnused(host, cfg.bridge));
+    if (!bridgeStep) {
+      bridgeStep = await ensureBridge(host, cfg);
+      if (bridgeStep.created) undo.push(() => removeBridgeIfUnused(host, cfg.bridge));
+    }
+    const { br } = bridgeStep;
     const hostVeth = await createVeth(host, container, containerNs, cfg, cmd.ifname);
     undo.push(() => host.deleteLink(hostVeth.name).catch((e: unknown) => { if (!isNotFound(e)) throw e; }));
     trySysctl(null, `net/ipv6/conf/${hostVeth.name}/accept_ra`, 0);
     await host.setLink(hostVeth, { up: true, master: br });
     await host.setBridgePort(hostVeth, { hairpin: cfg.hairpinMode, ...(cfg.portIsolation ? { isolated: true } : {}) });
+    await setupPortVlans(host, hostVeth, cfg.vlan, cfg.vlanTrunk, cfg.preserveDefaultVlan);
     const contLink = await container.getLink(cmd.ifname);
+
+    if (cfg.macspoofchk) {
+      const { NftablesSpoofCheck } = await spoofCheckLayer();
+      const sc = new NftablesSpoofCheck(null);
+      const spoof = { containerId: cmd.containerId, ifname: cmd.ifname, hostIface: hostVeth.name, mac: contLink.mac ?? '' };
+      undo.push(() => sc.teardown(spoof));
+      await timed('spoofcheck', () => sc.setup(spoof));
+    }
 
     const result: CniResult = {
       cniVersion: ctx.version,
@@ -204,8 +226,24 @@ async function add(ctx: PluginContext): Promise<CniResult> {
       trySysctl(containerNs, `net/ipv4/conf/${cmd.ifname}/arp_notify`, 1);
       await configureInterface(container, cmd.ifname, CONTAINER_IF, result);
 
-      if (cfg.isGateway) {
-        for (const { family, cidr } of gws.bridgeAddrs) await ensureBridgeAddr(host, cfg, family, cidr);
+      if (cfg.isGateway && cfg.vlan !== 0 && gws.bridgeAddrs.length > 0) {
+        // The VLAN's gateway is an interface of its own, `<bridge>.<vlan>` (see ensureVlanGateway).
+        let gw: Link;
+        try {
+          const r = await ensureVlanGateway(host, br, cfg.vlan, cfg.preserveDefaultVlan);
+          if (r.created) undo.push(() => host.deleteLink(r.link.name).catch((e: unknown) => { if (!isNotFound(e)) throw e; }));
+          gw = r.link;
+        } catch (e) {
+          if (e instanceof CniError) throw new CniError(e.code, `failed to create vlan interface: ${e.message}`, e.details);
+          throw e;
+        }
+        result.interfaces!.push({ name: gw.name, mac: gw.mac ?? '' });
+        for (const { family, cidr } of gws.bridgeAddrs) await ensureGatewayAddr(host, cfg, gw.name, 'failed to set vlan interface for bridge with addr', family, cidr);
+        result.interfaces![3]!.mac = (await host.getLink(gw.name)).mac ?? '';
+        if (gws.bridgeAddrs.some((g) => g.family === 4)) writeSysctl(null, 'net/ipv4/ip_forward', 1);
+        if (gws.bridgeAddrs.some((g) => g.family === 6)) writeSysctl(null, 'net/ipv6/conf/all/forwarding', 1);
+      } else if (cfg.isGateway) {
+        for (const { family, cidr } of gws.bridgeAddrs) await ensureGatewayAddr(host, cfg, cfg.bridge, 'failed to set bridge addr', family, cidr);
         if (gws.bridgeAddrs.some((g) => g.family === 4)) writeSysctl(null, 'net/ipv4/ip_forward', 1);
         if (gws.bridgeAddrs.some((g) => g.family === 6)) writeSysctl(null, 'net/ipv6/conf/all/forwarding', 1);
       }
@@ -268,6 +306,12 @@ async function del(ctx: PluginContext): Promise<void> {
     const ipamType = cfg.ipamType;
     await timed('ipam', () => delegateDel(ipamType, cmd, cmd.stdin));
   }
+  // Found by name and comment: also when the namespace or the interface is gone (the
+  // reference then leaves the chains behind).
+  if (cfg.macspoofchk) {
+    const { NftablesSpoofCheck } = await spoofCheckLayer();
+    await timed('spoofcheck', () => new NftablesSpoofCheck(null).teardown({ containerId: cmd.containerId, ifname: cmd.ifname }));
+  }
   // Unlike the reference, also when the interface was already gone: its rules are
   // found by name. Teardown covers both backends (the pod may come from another
   // configuration), so DEL does not consult ipMasqBackend: a bad value must not fail it.
@@ -293,6 +337,8 @@ async function check(ctx: PluginContext): Promise<void> {
   if (contIdx < 0) throw checkFailed(`prevResult has no interface ${cmd.ifname} in ${cmd.netns}`);
   const contWant: CniInterface = ifaces[contIdx]!;
   const host = Handle.open();
+  let port: Link | null = null;
+  let contMac = '';
   try {
     const br = await host.findLink(cfg.bridge);
     if (!br || br.kind !== 'bridge') throw checkFailed(`bridge ${cfg.bridge} is missing`);
@@ -320,12 +366,23 @@ async function check(ctx: PluginContext): Promise<void> {
         return !!v && v.masterIndex === br.ifindex && !!p && p.ifindex === link.ifindex && p.netnsId === (await host.netnsId(containerNs));
       };
       const hostVeths = ifaces.filter((i, idx) => idx !== contIdx && !i.sandbox && i.name !== cfg.bridge);
-      let found = false;
-      for (const v of hostVeths) if (await peerIsIt(v.name)) found = true;
-      if (!found) throw checkFailed(`no port of ${cfg.bridge} is the peer of ${cmd.ifname} in ${cmd.netns}`);
+      for (const v of hostVeths) if (!port && (await peerIsIt(v.name))) port = await host.getLink(v.name);
+      if (!port) throw checkFailed(`no port of ${cfg.bridge} is the peer of ${cmd.ifname} in ${cmd.netns}`);
+      contMac = link.mac ?? '';
     });
+    // Not checked by the reference: the port's VLANs and the spoof check.
+    const vlanProblems = hasPortVlans(cfg) ? portVlanProblems(await host.getBridgeVlans(port!), cfg) : [];
+    if (vlanProblems.length > 0) throw checkFailed(`VLANs of ${port!.name} on ${cfg.bridge}: ${vlanProblems.join('; ')}`);
   } finally {
     host.close();
+  }
+  if (cfg.macspoofchk) {
+    const { NftablesSpoofCheck } = await spoofCheckLayer();
+    try {
+      await new NftablesSpoofCheck(null).check({ containerId: cmd.containerId, ifname: cmd.ifname, hostIface: port!.name, mac: contMac });
+    } catch (e) {
+      throw checkFailed((e as Error).message);
+    }
   }
   if (cfg.ipamType && cfg.ipMasq) {
     const fw = await firewallFor(cfg);

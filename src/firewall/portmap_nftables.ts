@@ -1,0 +1,264 @@
+// The portmap plugin's rules with nftables, laid out exactly as the reference's
+// plugins/meta/portmap/portmap_nftables.go (v1.10.0, through knftables) lays them out,
+// one table per family:
+//
+//   table ip cni_hostport {
+//     comment "CNI portmap plugin"
+//     chain hostports { tcp dport 8080 dnat to 10.244.1.5:80 comment "<containerID>"  (one per mapping)
+//                       ip daddr 198.18.0.1 tcp dport 8081 dnat to 10.244.1.5:81 comment "<containerID>" }
+//     chain hostip_hostports { }                          (no longer used; kept for upgrades)
+//     chain hostports_all { jump hostip_hostports; jump hostports }
+//     chain prerouting { type nat hook prerouting priority dstnat; <conditions> fib daddr type local jump hostports_all }
+//     chain output { type nat hook output priority -100; <conditions> fib daddr type local jump hostports_all }
+//     chain masquerading { type nat hook postrouting priority srcnat;                 (snat)
+//                          ip saddr 10.244.1.5 ip daddr 10.244.1.5 masquerade comment "<containerID>"
+//                          ip saddr 127.0.0.1 ip daddr 10.244.1.5 masquerade comment "<containerID>" }
+//   }
+//
+// A container's rules are the ones whose comment is its ID. The shared chains are
+// rewritten by every ADD (the last ADD's conditions win, as in the reference).
+//
+// Written in nft's own syntax, as knftables writes it, not JSON: `conditionsV4/V6` are
+// nft text by definition, and the text syntax also sets the table's comment, which
+// nft 1.0.6 ignores in JSON. The script goes as an argument (a file when long), never
+// stdin. Reading is JSON (`nft -j list table`).
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { Netns } from '../kernel/index.js';
+import { parseContainerAddr, type ContainerAddr } from './addr.js';
+import { execChecked } from './exec.js';
+import { goQuote } from './names.js';
+import { Nft, isNftNotFound, payloadMatch, type JsonValue, type NftListing, type NftRule } from './nftables.js';
+import { ipPort } from './portmap_iptables.js';
+import {
+  NFT_DSTNAT,
+  NFT_PM_HOSTIP_HOSTPORTS,
+  NFT_PM_HOSTPORTS,
+  NFT_PM_HOSTPORTS_ALL,
+  NFT_PM_MASQUERADING,
+  NFT_PM_OUTPUT,
+  NFT_PM_PREROUTING,
+  NFT_PM_TABLE,
+  NFT_PM_TABLE_COMMENT,
+  NFT_SRCNAT,
+  nftFamily,
+} from './portmap_names.js';
+import { FirewallError, whereText, type ContainerPortmap, type ContainerPortmapRef, type IpFamily, type PortMapping } from './types.js';
+
+/** Chains that hold per-container rules (found by their comment). */
+const OWNED_RULE_CHAINS = [NFT_PM_HOSTPORTS, NFT_PM_HOSTIP_HOSTPORTS, NFT_PM_MASQUERADING];
+const ARG_MAX = 100_000;
+const ATTEMPTS = 3;
+
+interface Mapped {
+  /** nft text after `add rule <fam> cni_hostport <chain> `, without the comment. */
+  text: string;
+  /** The expression as `nft -j list` prints it (for CHECK). */
+  expr: JsonValue[];
+}
+
+const anyAddr = (f: IpFamily): JsonValue => ({ prefix: { addr: f === 4 ? '0.0.0.0' : '::', len: 0 } });
+
+function hostIpFor(m: PortMapping, family: IpFamily): { applies: boolean; dst: string } {
+  if (m.hostIP === '') return { applies: true, dst: '' };
+  if (m.hostIP.includes(':') !== (family === 6)) return { applies: false, dst: '' };
+  return { applies: true, dst: m.hostIP === '0.0.0.0' || m.hostIP === '::' ? '' : m.hostIP };
+}
+
+/** The container's rules, in the reference's order: one DNAT per mapping, then the masquerades. */
+function containerRules(pm: ContainerPortmap, a: ContainerAddr): { hostports: Mapped[]; masquerading: Mapped[] } {
+  const ipX = nftFamily(a.family);
+  const hostports: Mapped[] = [];
+  for (const m of pm.mappings) {
+    const host = hostIpFor(m, a.family);
+    if (!host.applies) continue;
+    const daddr = host.dst ? `${ipX} daddr ${host.dst} ` : '';
+    hostports.push({
+      text: `${daddr}${m.protocol} dport ${m.hostPort} dnat to ${ipPort(a.ip, m.containerPort)}`,
+      expr: [
+        ...(host.dst ? [payloadMatch(ipX, 'daddr', '==', host.dst)] : []),
+        payloadMatch(m.protocol, 'dport', '==', m.hostPort),
+        { dnat: { addr: a.ip, port: m.containerPort } },
+      ],
+    });
+  }
+  const masquerading: Mapped[] = [];
+  if (pm.snat) {
+    const masq = (src: string, srcExpr: JsonValue): Mapped => ({
+      text: `${ipX} saddr ${src} ${ipX} daddr ${a.ip} masquerade`,
+      expr: [payloadMatch(ipX, 'saddr', '==', srcExpr), payloadMatch(ipX, 'daddr', '==', a.ip), { masquerade: null }],
+    });
+    if (pm.masqAll) masquerading.push(masq(a.family === 4 ? '0.0.0.0/0' : '::/0', anyAddr(a.family)));
+    else masquerading.push(masq(a.ip, a.ip));
+    if (a.family === 4 && !pm.masqAll) masquerading.push(masq('127.0.0.1', '127.0.0.1'));
+  }
+  return { hostports, masquerading };
+}
+
+/** Deep equality of JSON values, key order aside. */
+function sameJson(a: JsonValue, b: JsonValue): boolean {
+  if (Array.isArray(a) || Array.isArray(b)) return Array.isArray(a) && Array.isArray(b) && a.length === b.length && a.every((x, i) => sameJson(x, b[i]));
+  if (a === null || b === null || typeof a !== 'object' || typeof b !== 'object') return a === b;
+  const ka = Object.keys(a).sort();
+  const kb = Object.keys(b).sort();
+  return ka.length === kb.length && ka.every((k, i) => k === kb[i] && sameJson(a[k], b[k]));
+}
+
+/** The rules, in chain order, hold exactly these expressions. */
+const sameExprs = (rules: NftRule[], want: Mapped[]): boolean => rules.length === want.length && rules.every((r, i) => sameJson(r.expr, want[i]!.expr));
+
+const LOCAL_JUMP: JsonValue[] = [{ match: { op: '==', left: { fib: { result: 'type', flags: ['daddr'] } }, right: 'local' } }, { jump: { target: NFT_PM_HOSTPORTS_ALL } }];
+
+/** The shared chains as an ADD without conditions writes them. */
+function sharedUpToDate(l: NftListing | null, snat: boolean): boolean {
+  if (!l) return false;
+  const chain = (name: string) => l.chains.find((c) => c.name === name);
+  const rules = (name: string) => l.rules.filter((r) => r.chain === name).map((r) => r.expr);
+  const base = (name: string, hook: string, prio: number) => {
+    const c = chain(name);
+    return !!c && c.type === 'nat' && c.hook === hook && c.prio === prio;
+  };
+  const exactly = (name: string, want: JsonValue[][]) => sameJson(rules(name), want);
+  return (
+    !!chain(NFT_PM_HOSTPORTS) &&
+    !!chain(NFT_PM_HOSTIP_HOSTPORTS) &&
+    exactly(NFT_PM_HOSTPORTS_ALL, [[{ jump: { target: NFT_PM_HOSTIP_HOSTPORTS } }], [{ jump: { target: NFT_PM_HOSTPORTS } }]]) &&
+    base(NFT_PM_PREROUTING, 'prerouting', NFT_DSTNAT) &&
+    exactly(NFT_PM_PREROUTING, [LOCAL_JUMP]) &&
+    base(NFT_PM_OUTPUT, 'output', NFT_DSTNAT) &&
+    exactly(NFT_PM_OUTPUT, [LOCAL_JUMP]) &&
+    (!snat || base(NFT_PM_MASQUERADING, 'postrouting', NFT_SRCNAT))
+  );
+}
+
+const ownRules = (l: NftListing | null, containerId: string): NftRule[] =>
+  l?.rules.filter((r) => OWNED_RULE_CHAINS.includes(r.chain) && r.comment === containerId && r.handle !== undefined) ?? [];
+const describe = (pm: ContainerPortmapRef) => `port mappings of container ${JSON.stringify(pm.containerId)} on network ${JSON.stringify(pm.network)}`;
+
+export class NftablesPortmap {
+  private readonly nft: Nft;
+
+  constructor(private readonly netns: Netns | null) {
+    this.nft = new Nft(netns);
+  }
+
+  private list(family: IpFamily): Promise<NftListing | null> {
+    return this.nft.listTable(nftFamily(family), NFT_PM_TABLE);
+  }
+
+  /** One nft transaction in nft's own syntax. */
+  private async run(lines: string[], what: string): Promise<void> {
+    if (lines.length === 0) return;
+    const script = `${lines.join('\n')}\n`;
+    if (script.length <= ARG_MAX) {
+      await execChecked(what, 'nft', [script], { netns: this.netns });
+      return;
+    }
+    const dir = await mkdtemp(join(tmpdir(), 'twill-nft-'));
+    try {
+      const file = join(dir, 'batch.nft');
+      await writeFile(file, script, { mode: 0o600 });
+      await execChecked(what, 'nft', ['-f', file], { netns: this.netns });
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  }
+
+  /** Another process may delete a rule between our read and our transaction: read again. */
+  private async retrying(fn: () => Promise<void>): Promise<void> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await fn();
+      } catch (e) {
+        if (attempt >= ATTEMPTS || !isNftNotFound(e)) throw e;
+      }
+    }
+  }
+
+  async setup(pm: ContainerPortmap): Promise<void> {
+    const a = parseContainerAddr(pm.address, pm.containerId);
+    const t = `${nftFamily(a.family)} ${NFT_PM_TABLE}`;
+    const comment = ` comment ${goQuote(pm.containerId)}`;
+    const cond = pm.conditions.length > 0 ? `${pm.conditions.join(' ')} ` : '';
+    const mine = containerRules(pm, a);
+    await this.retrying(async () => {
+      const current = await this.list(a.family);
+      const own = ownRules(current, pm.containerId);
+      // A repeated ADD changes nothing when all is in place; else the container's rules are
+      // replaced (not added twice, as the reference would) and the shared chains rewritten.
+      const ownUpToDate =
+        !own.some((r) => r.chain === NFT_PM_HOSTIP_HOSTPORTS) &&
+        sameExprs(own.filter((r) => r.chain === NFT_PM_HOSTPORTS), mine.hostports) &&
+        sameExprs(own.filter((r) => r.chain === NFT_PM_MASQUERADING), mine.masquerading);
+      if (ownUpToDate && pm.conditions.length === 0 && sharedUpToDate(current, pm.snat)) return;
+      const lines = [
+        `add table ${t} { comment ${goQuote(NFT_PM_TABLE_COMMENT)} ; }`,
+        `add chain ${t} ${NFT_PM_HOSTPORTS}`,
+        `add chain ${t} ${NFT_PM_HOSTIP_HOSTPORTS}`,
+        `add chain ${t} ${NFT_PM_HOSTPORTS_ALL}`,
+        `flush chain ${t} ${NFT_PM_HOSTPORTS_ALL}`,
+        `add rule ${t} ${NFT_PM_HOSTPORTS_ALL} jump ${NFT_PM_HOSTIP_HOSTPORTS}`,
+        `add rule ${t} ${NFT_PM_HOSTPORTS_ALL} jump ${NFT_PM_HOSTPORTS}`,
+        `add chain ${t} ${NFT_PM_PREROUTING} { type nat hook prerouting priority ${NFT_DSTNAT} ; }`,
+        `flush chain ${t} ${NFT_PM_PREROUTING}`,
+        `add rule ${t} ${NFT_PM_PREROUTING} ${cond}fib daddr type local jump ${NFT_PM_HOSTPORTS_ALL}`,
+        `add chain ${t} ${NFT_PM_OUTPUT} { type nat hook output priority ${NFT_DSTNAT} ; }`,
+        `flush chain ${t} ${NFT_PM_OUTPUT}`,
+        `add rule ${t} ${NFT_PM_OUTPUT} ${cond}fib daddr type local jump ${NFT_PM_HOSTPORTS_ALL}`,
+        ...(pm.snat ? [`add chain ${t} ${NFT_PM_MASQUERADING} { type nat hook postrouting priority ${NFT_SRCNAT} ; }`] : []),
+        ...(ownUpToDate
+          ? []
+          : [
+              ...own.map((r) => `delete rule ${t} ${r.chain} handle ${r.handle}`),
+              ...mine.hostports.map((r) => `add rule ${t} ${NFT_PM_HOSTPORTS} ${r.text}${comment}`),
+              ...mine.masquerading.map((r) => `add rule ${t} ${NFT_PM_MASQUERADING} ${r.text}${comment}`),
+            ]),
+      ];
+      await this.run(lines, `set up ${describe(pm)} (nftables)`);
+    });
+  }
+
+  async check(pm: ContainerPortmap): Promise<void> {
+    const a = parseContainerAddr(pm.address, pm.containerId);
+    const l = await this.list(a.family);
+    const t = `${nftFamily(a.family)} ${NFT_PM_TABLE}`;
+    const problems: string[] = [];
+    if (!l) problems.push(`table ${t} is missing`);
+    else {
+      const chains = new Set(l.chains.map((c) => c.name));
+      const mine = containerRules(pm, a);
+      const needed = [NFT_PM_HOSTPORTS, NFT_PM_HOSTPORTS_ALL, NFT_PM_PREROUTING, NFT_PM_OUTPUT, ...(pm.snat ? [NFT_PM_MASQUERADING] : [])];
+      for (const c of needed) if (!chains.has(c)) problems.push(`chain ${c} is missing`);
+      for (const hook of [NFT_PM_PREROUTING, NFT_PM_OUTPUT]) {
+        const jumps = l.rules.some((r) => r.chain === hook && sameJson(r.expr[r.expr.length - 1] ?? null, { jump: { target: NFT_PM_HOSTPORTS_ALL } }));
+        if (chains.has(hook) && !jumps) problems.push(`chain ${hook} does not jump to ${NFT_PM_HOSTPORTS_ALL}`);
+      }
+      const all = l.rules.filter((r) => r.chain === NFT_PM_HOSTPORTS_ALL).map((r) => r.expr);
+      if (chains.has(NFT_PM_HOSTPORTS_ALL) && !all.some((e) => sameJson(e, [{ jump: { target: NFT_PM_HOSTPORTS } }]))) {
+        problems.push(`chain ${NFT_PM_HOSTPORTS_ALL} does not jump to ${NFT_PM_HOSTPORTS}`);
+      }
+      const own = ownRules(l, pm.containerId);
+      for (const [chain, rules] of [[NFT_PM_HOSTPORTS, mine.hostports], [NFT_PM_MASQUERADING, mine.masquerading]] as const) {
+        for (const r of rules) {
+          if (!own.some((x) => x.chain === chain && sameJson(x.expr, r.expr))) problems.push(`rule missing in chain ${chain}: ${r.text} comment ${goQuote(pm.containerId)}`);
+        }
+      }
+    }
+    if (problems.length > 0) {
+      throw new FirewallError(`${describe(pm)} are incomplete (nftables, ${whereText(this.netns?.name ?? null)}):\n  ${problems.join('\n  ')}`, null, this.netns?.name ?? null);
+    }
+  }
+
+  /** Deletes the rules carrying the container's ID, in both families; the shared chains stay, as in the reference. */
+  async teardown(ref: ContainerPortmapRef): Promise<void> {
+    await this.retrying(async () => {
+      const lines: string[] = [];
+      for (const family of [4, 6] as const) {
+        const t = `${nftFamily(family)} ${NFT_PM_TABLE}`;
+        for (const r of ownRules(await this.list(family), ref.containerId)) lines.push(`delete rule ${t} ${r.chain} handle ${r.handle}`);
+      }
+      await this.run(lines, `tear down ${describe(ref)} (nftables)`);
+    });
+  }
+}
