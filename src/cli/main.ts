@@ -68,7 +68,9 @@ export async function buildProgram() {
  */
 export async function preload(): Promise<void> {
   const { PLUGIN_TYPES, loadPlugin } = await import('../plugins/registry.js');
-  await Promise.all([import('./plugin.js'), import('./cni-install.js'), import('commander'), ...PLUGIN_TYPES.map((t) => loadPlugin(t))]);
+  const [, , , ...plugins] = await Promise.all([import('./plugin.js'), import('./cni-install.js'), import('commander'), ...PLUGIN_TYPES.map((t) => loadPlugin(t))]);
+  const { warmUp } = await import('../cni/warmup.js');
+  await warmUp(plugins);
 }
 
 export async function main(argv: string[]): Promise<void> {
