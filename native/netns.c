@@ -101,18 +101,27 @@ static int prepare_run_dir(void) {
   return mount("", NETNS_RUN_DIR, "none", MS_SHARED | MS_REC, NULL);
 }
 
-// createNetns(name): a new namespace pinned at /run/netns/<name>, as `ip netns add` does.
-static napi_value create_netns(napi_env env, napi_callback_info info) {
+// The one argument of createNetns/deleteNetns: a name for /run/netns, as `ip netns` accepts it.
+static int netns_path_arg(napi_env env, napi_callback_info info, const char *fn, char *path, size_t len) {
   size_t argc = 1;
   napi_value argv[1];
-  char name[256], path[512];
+  char name[256];
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
   if (argc < 1 || get_path_arg(env, argv[0], name, sizeof name) != 0 || strchr(name, '/') ||
       strcmp(name, ".") == 0 || strcmp(name, "..") == 0) {
-    napi_throw_type_error(env, NULL, "createNetns(name): a non-empty name without '/' is required");
-    return NULL;
+    char msg[128];
+    snprintf(msg, sizeof msg, "%s(name): a non-empty name without '/' is required", fn);
+    napi_throw_type_error(env, NULL, msg);
+    return -1;
   }
-  snprintf(path, sizeof path, "%s/%s", NETNS_RUN_DIR, name);
+  snprintf(path, len, "%s/%s", NETNS_RUN_DIR, name);
+  return 0;
+}
+
+// createNetns(name): a new namespace pinned at /run/netns/<name>, as `ip netns add` does.
+static napi_value create_netns(napi_env env, napi_callback_info info) {
+  char path[512];
+  if (netns_path_arg(env, info, "createNetns", path, sizeof path) != 0) return NULL;
   if (prepare_run_dir() != 0) return throw_errno(env, "mount", NETNS_RUN_DIR, errno);
   int fd = open(path, O_RDONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0);
   if (fd < 0) return throw_errno(env, "create", path, errno);
@@ -141,16 +150,8 @@ static napi_value create_netns(napi_env env, napi_callback_info info) {
 
 // deleteNetns(name): unpin it; the kernel frees it when nothing else holds it.
 static napi_value delete_netns(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
-  char name[256], path[512];
-  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  if (argc < 1 || get_path_arg(env, argv[0], name, sizeof name) != 0 || strchr(name, '/') ||
-      strcmp(name, ".") == 0 || strcmp(name, "..") == 0) {
-    napi_throw_type_error(env, NULL, "deleteNetns(name): a non-empty name without '/' is required");
-    return NULL;
-  }
-  snprintf(path, sizeof path, "%s/%s", NETNS_RUN_DIR, name);
+  char path[512];
+  if (netns_path_arg(env, info, "deleteNetns", path, sizeof path) != 0) return NULL;
   if (umount2(path, MNT_DETACH) != 0 && errno != EINVAL) return throw_errno(env, "umount", path, errno);
   if (unlink(path) != 0) return throw_errno(env, "unlink", path, errno);
   return NULL;

@@ -18,7 +18,7 @@
 // the attachment's hash, and rewrites postrouting with what the reference writes.
 import type { Netns } from '../kernel/index.js';
 import { parseContainerAddr, type ContainerAddr } from './addr.js';
-import { Nft, isNftNotFound, nftPrefix, payloadMatch, type JsonValue, type NftCommand, type NftListing, type NftRule } from './nftables.js';
+import { Nft, nftPrefix, payloadMatch, type JsonValue, type NftCommand, type NftListing, type NftRule, retryOnNftRace } from './nftables.js';
 import {
   NFT_MASQ_CHAIN,
   NFT_MASQ_CHAIN_COMMENT,
@@ -81,22 +81,12 @@ export class NftablesMasquerade {
     return this.nft.listTable('inet', NFT_MASQ_TABLE);
   }
 
-  /** Another process may delete a rule between our read and our transaction: read again. */
-  private async retrying(fn: () => Promise<void>): Promise<void> {
-    for (let attempt = 1; ; attempt++) {
-      try {
-        return await fn();
-      } catch (e) {
-        if (attempt >= 3 || !isNftNotFound(e)) throw e;
-      }
-    }
-  }
 
   async setup(m: ContainerMasq): Promise<void> {
     const addrs = m.addresses.map((a) => parseContainerAddr(a, m.containerId));
     const hash = nftInstanceHash(m.network, m.ifname, m.containerId);
     const comment = nftMasqComment(m.network, m.ifname, m.containerId);
-    await this.retrying(async () => {
+    await retryOnNftRace(async () => {
       const current = await this.list();
       const stale = instanceRules(current, hash);
       const wanted = addrs.map(masqExpr);
@@ -122,7 +112,7 @@ export class NftablesMasquerade {
   /** Deletes the attachment's rules (found by comment: no addresses needed); the shared chains stay, as in the reference. */
   async teardown(m: ContainerMasqRef): Promise<void> {
     const hash = nftInstanceHash(m.network, m.ifname, m.containerId);
-    await this.retrying(async () => {
+    await retryOnNftRace(async () => {
       const doomed = instanceRules(await this.list(), hash);
       const cmds = doomed.map((r): NftCommand => ({ delete: { rule: { ...T, chain: NFT_MASQ_CHAIN, handle: r.handle! } } }));
       await this.nft.run(cmds, `tear down ${describe(m)} (nftables)`);

@@ -58,6 +58,20 @@ const ARG_MAX = 100_000;
 /** Whether an nft failure means "that table/chain does not exist". */
 export const isNftNotFound = (e: unknown): boolean => e instanceof FirewallError && /No such file or directory/.test(e.stderr);
 
+/**
+ * Runs a read-then-write transaction again when another process deleted what it
+ * read in between (nft answers "No such file or directory"); three tries.
+ */
+export async function retryOnNftRace(fn: () => Promise<void>): Promise<void> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await fn();
+    } catch (e) {
+      if (attempt >= 3 || !isNftNotFound(e)) throw e;
+    }
+  }
+}
+
 export class Nft {
   constructor(readonly netns: Netns | null) {}
 

@@ -29,7 +29,7 @@ import type { Netns } from '../kernel/index.js';
 import { parseContainerAddr, type ContainerAddr } from './addr.js';
 import { execChecked } from './exec.js';
 import { goQuote } from './names.js';
-import { Nft, isNftNotFound, payloadMatch, type JsonValue, type NftListing, type NftRule } from './nftables.js';
+import { Nft, payloadMatch, type JsonValue, type NftListing, type NftRule, retryOnNftRace } from './nftables.js';
 import { ipPort } from './portmap_iptables.js';
 import {
   NFT_DSTNAT,
@@ -49,7 +49,6 @@ import { FirewallError, whereText, type ContainerPortmap, type ContainerPortmapR
 /** Chains that hold per-container rules (found by their comment). */
 const OWNED_RULE_CHAINS = [NFT_PM_HOSTPORTS, NFT_PM_HOSTIP_HOSTPORTS, NFT_PM_MASQUERADING];
 const ARG_MAX = 100_000;
-const ATTEMPTS = 3;
 
 interface Mapped {
   /** nft text after `add rule <fam> cni_hostport <chain> `, without the comment. */
@@ -165,16 +164,6 @@ export class NftablesPortmap {
     }
   }
 
-  /** Another process may delete a rule between our read and our transaction: read again. */
-  private async retrying(fn: () => Promise<void>): Promise<void> {
-    for (let attempt = 1; ; attempt++) {
-      try {
-        return await fn();
-      } catch (e) {
-        if (attempt >= ATTEMPTS || !isNftNotFound(e)) throw e;
-      }
-    }
-  }
 
   async setup(pm: ContainerPortmap): Promise<void> {
     const a = parseContainerAddr(pm.address, pm.containerId);
@@ -182,7 +171,7 @@ export class NftablesPortmap {
     const comment = ` comment ${goQuote(pm.containerId)}`;
     const cond = pm.conditions.length > 0 ? `${pm.conditions.join(' ')} ` : '';
     const mine = containerRules(pm, a);
-    await this.retrying(async () => {
+    await retryOnNftRace(async () => {
       const current = await this.list(a.family);
       const own = ownRules(current, pm.containerId);
       // A repeated ADD changes nothing when all is in place; else the container's rules are
@@ -252,7 +241,7 @@ export class NftablesPortmap {
 
   /** Deletes the rules carrying the container's ID, in both families; the shared chains stay, as in the reference. */
   async teardown(ref: ContainerPortmapRef): Promise<void> {
-    await this.retrying(async () => {
+    await retryOnNftRace(async () => {
       const lines: string[] = [];
       for (const family of [4, 6] as const) {
         const t = `${nftFamily(family)} ${NFT_PM_TABLE}`;

@@ -21,7 +21,7 @@
 // attachment's PREROUTING rule and its two chains, found by name and comment, so either
 // side removes what the other set up.
 import type { Netns } from '../kernel/index.js';
-import { Nft, isNftNotFound, type JsonValue, type NftChain, type NftCommand, type NftListing, type NftRule } from './nftables.js';
+import { Nft, type JsonValue, type NftChain, type NftCommand, type NftListing, type NftRule, retryOnNftRace } from './nftables.js';
 import { FirewallError, whereText } from './types.js';
 
 export const NFT_SPOOF_TABLE = 'nat';
@@ -87,16 +87,6 @@ export class NftablesSpoofCheck {
     return this.nft.listTable('bridge', NFT_SPOOF_TABLE);
   }
 
-  /** Another process may change the table between our read and our transaction: read again. */
-  private async retrying(fn: () => Promise<void>): Promise<void> {
-    for (let attempt = 1; ; attempt++) {
-      try {
-        return await fn();
-      } catch (e) {
-        if (attempt >= 3 || !isNftNotFound(e)) throw e;
-      }
-    }
-  }
 
   /**
    * Table, base chain and the two chains, then the four rules, in one transaction. The
@@ -105,7 +95,7 @@ export class NftablesSpoofCheck {
    */
   async setup(s: SpoofCheck): Promise<void> {
     const comment = spoofComment(s);
-    await this.retrying(async () => {
+    await retryOnNftRace(async () => {
       const stale = baseRulesOf(await this.list(), s);
       const cmds: NftCommand[] = [
         { add: { table: { family: 'bridge', name: NFT_SPOOF_TABLE } } },
@@ -123,7 +113,7 @@ export class NftablesSpoofCheck {
 
   /** Removes the attachment's PREROUTING rule and chains; the table and PREROUTING stay, as in the reference. Succeeds when nothing is there. */
   async teardown(r: SpoofCheckRef): Promise<void> {
-    await this.retrying(async () => {
+    await retryOnNftRace(async () => {
       const current = await this.list();
       if (!current) return;
       const chains = new Set(current.chains.map((c) => c.name));
