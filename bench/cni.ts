@@ -17,25 +17,27 @@ export interface CniBenchOptions {
   ipMasq: boolean;
 }
 
-interface Call {
+export interface Call {
   ms: number;
   code: number;
+  stdout: string;
   trace: Record<string, number> | null;
 }
 
 /** Runs one plugin process inside `host` (forked from a thread inside it: no `ip netns exec` in the timing). */
-function call(host: Netns, exe: string, env: Record<string, string>, stdin: string): Promise<Call> {
+export function call(host: Netns, exe: string, env: Record<string, string>, stdin: string): Promise<Call> {
   return new Promise((resolve, reject) => {
     const start = performance.now();
     const child = host.run(() => spawn(exe, [], { env, stdio: ['pipe', 'pipe', 'pipe'] }));
     const err: Buffer[] = [];
-    child.stdout.resume();
+    const out: Buffer[] = [];
+    child.stdout.on('data', (d: Buffer) => out.push(d));
     child.stderr.on('data', (d: Buffer) => err.push(d));
     child.on('error', reject);
     child.on('close', (code) => {
       const ms = performance.now() - start;
       const line = Buffer.concat(err).toString('utf8').split('\n').find((l) => l.startsWith('twill-trace '));
-      resolve({ ms, code: code ?? -1, trace: line ? (JSON.parse(line.slice('twill-trace '.length)) as Record<string, number>) : null });
+      resolve({ ms, code: code ?? -1, stdout: Buffer.concat(out).toString('utf8'), trace: line ? (JSON.parse(line.slice('twill-trace '.length)) as Record<string, number>) : null });
     });
     child.stdin.end(stdin);
   });
@@ -44,7 +46,7 @@ function call(host: Netns, exe: string, env: Record<string, string>, stdin: stri
 const BIN_TWILL = fileURLToPath(new URL('../../bin/twill', import.meta.url));
 
 /** twill's plugins as a node gets them: `twill cni install` (the SEA binary). */
-function installTwill(dir: string): string {
+export function installTwill(dir: string): string {
   mkdirSync(dir);
   execFileSync(BIN_TWILL, ['cni', 'install', '--dir', dir], { stdio: ['ignore', 'ignore', 'inherit'] });
   return dir;

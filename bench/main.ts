@@ -3,6 +3,7 @@
 import { parseArgs } from 'node:util';
 import { kernelBench } from './kernel.js';
 import { cniBench } from './cni.js';
+import { conflistBench } from './conflist.js';
 
 const USAGE = `usage: npm run bench -- NAME [options]
 
@@ -10,7 +11,10 @@ benchmarks:
   kernel   veth pairs created into namespaces and deleted: twill vs ip per op vs ip -batch
            --pairs N (200)  --namespaces N (10)
   cni      bridge + host-local ADD/DEL as a runtime runs them: twill vs the reference plugins
-           --iterations N (30)  --ipmasq (with ipMasq, iptables)`;
+           --iterations N (30)  --ipmasq (with ipMasq, iptables)
+  conflist kube-flannel's conflist (flannel, then portmap with a hostPort) as a runtime runs it:
+           twill vs the reference chain, for each portmap backend
+           --iterations N (30)  --backend iptables|nftables (default: both)`;
 
 async function main(): Promise<void> {
   const { positionals, values } = parseArgs({
@@ -20,6 +24,7 @@ async function main(): Promise<void> {
       namespaces: { type: 'string', default: '10' },
       iterations: { type: 'string', default: '30' },
       ipmasq: { type: 'boolean', default: false },
+      backend: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -42,6 +47,13 @@ async function main(): Promise<void> {
     }
     case 'cni': {
       const result = await cniBench({ iterations: int(values.iterations, 'iterations', 2), ipMasq: values.ipmasq });
+      console.log(JSON.stringify(result));
+      break;
+    }
+    case 'conflist': {
+      const b = values.backend;
+      if (b !== undefined && b !== 'iptables' && b !== 'nftables') throw new Error(`--backend must be iptables or nftables, got "${b}"`);
+      const result = await conflistBench({ iterations: int(values.iterations, 'iterations', 2), backends: b ? [b] : ['iptables', 'nftables'] });
       console.log(JSON.stringify(result));
       break;
     }

@@ -1,0 +1,111 @@
+// npm run bench -- conflist: kube-flannel's conflist as a runtime runs it. ADD
+// is two processes, flannel (→ bridge → host-local) then portmap with one
+// hostPort; DEL is portmap then flannel, each given the cached result. twill vs
+// the reference chain (flannel's plugin + bridge/host-local/portmap v1.10.0),
+// alternating, for each portmap firewall backend.
+import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { TestHosts, type TestHost } from '../test/support/hosts.js';
+import { REFERENCE_V1_10, requireReference } from '../test/support/cni.js';
+import { writeSubnetEnv } from '../src/subnet/subnet-env.js';
+import { call, installTwill } from './cni.js';
+import { percentile, round, table } from './stats.js';
+
+export interface ConflistBenchOptions {
+  iterations: number;
+  backends: ('iptables' | 'nftables')[];
+}
+
+interface Impl {
+  name: string;
+  dir: string;
+  host: TestHost;
+  data: string;
+  add: number[];
+  del: number[];
+  /** Per ADD: [flannel ms, portmap ms]. */
+  parts: [number, number][];
+}
+
+export async function conflistBench(opts: ConflistBenchOptions): Promise<Record<string, unknown>> {
+  const hosts = new TestHosts();
+  const tmp = mkdtempSync(join(tmpdir(), 'twill-bench-conflist-'));
+  try {
+    const refDir = requireReference(REFERENCE_V1_10);
+    if (!existsSync(join(refDir, 'flannel')) || !existsSync(join(refDir, 'portmap'))) throw new Error(`${refDir} lacks flannel or portmap: run "npm run peers -- cni flannel-cni"`);
+    const twillDir = installTwill(join(tmp, 'twill'));
+    const subnetFile = join(tmp, 'subnet.env');
+    writeSubnetEnv(subnetFile, { networks: ['10.244.0.0/16'], subnet: '10.244.1.1/24', ipv6Networks: [], ipv6Subnet: null, mtu: 1450, ipMasq: true });
+    const results: Record<string, unknown> = {};
+    const rows: (string | number)[][] = [['backend', 'call', 'twill p50', 'twill p95', 'reference p50', 'reference p95', 'ratio p50']];
+    for (const backend of opts.backends) {
+      process.stderr.write(`conflist bench (${backend}): ${opts.iterations} ADD + DEL, twill vs reference, alternating\n`);
+      const impls: Impl[] = [];
+      for (const [name, dir] of [['twill', twillDir], ['reference', refDir]] as const) {
+        const data = join(tmp, `${backend}-${name}`);
+        mkdirSync(data);
+        impls.push({ name, dir, host: await hosts.host(`cl-${backend.slice(0, 3)}-${name}`), data, add: [], del: [], parts: [] });
+      }
+      const pods: TestHost[][] = [[], []];
+      for (let i = 0; i < opts.iterations; i++) for (const k of [0, 1]) pods[k]!.push(await hosts.host(`cl${backend.slice(0, 1)}${k}-${i}`, {}));
+      const env = (impl: Impl, command: string, i: number) => ({
+        PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin',
+        CNI_COMMAND: command, CNI_CONTAINERID: `conflist-${i}`, CNI_NETNS: pods[impls.indexOf(impl)]![i]!.netns.path, CNI_IFNAME: 'eth0', CNI_PATH: impl.dir,
+        CNI_ARGS: 'IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=bench', TWILL_NATIVE_DIR: join(tmp, 'native'),
+      });
+      const flannelConf = (impl: Impl) => ({
+        cniVersion: '0.3.1', name: 'cbr0', type: 'flannel', delegate: { hairpinMode: true, isDefaultGateway: true },
+        subnetFile, dataDir: join(impl.data, 'flannel'), ipam: { dataDir: join(impl.data, 'ipam') },
+      });
+      const portmapConf = (i: number, prevResult: unknown) => ({
+        cniVersion: '0.3.1', name: 'cbr0', type: 'portmap', capabilities: { portMappings: true }, backend,
+        runtimeConfig: { portMappings: [{ hostPort: 30000 + i, containerPort: 80, protocol: 'tcp' }] }, prevResult,
+      });
+      const cached: unknown[][] = [[], []];
+      for (const command of ['ADD', 'DEL'] as const) {
+        for (let i = 0; i < opts.iterations; i++) {
+          for (const k of i % 2 === 0 ? [0, 1] : [1, 0]) {
+            const impl = impls[k]!;
+            const run = async (type: string, conf: object) => {
+              const r = await call(impl.host.netns, join(impl.dir, type), env(impl, command, i), JSON.stringify(conf));
+              if (r.code !== 0) throw new Error(`${impl.name} ${type} ${command} #${i} failed (exit ${r.code})`);
+              return r;
+            };
+            if (command === 'ADD') {
+              const f = await run('flannel', flannelConf(impl));
+              // The runtime passes the first plugin's result to the next, as prevResult.
+              const prev = JSON.parse(f.stdout) as unknown;
+              cached[k]![i] = prev;
+              const p = await run('portmap', portmapConf(i, prev));
+              impl.add.push(f.ms + p.ms);
+              impl.parts.push([f.ms, p.ms]);
+            } else {
+              const p = await run('portmap', portmapConf(i, cached[k]![i]));
+              const f = await run('flannel', flannelConf(impl));
+              impl.del.push(p.ms + f.ms);
+            }
+          }
+        }
+      }
+      const [tw, ref] = impls as [Impl, Impl];
+      const p = (xs: number[], q: number) => round(percentile(xs, q), 1);
+      for (const cmd of ['add', 'del'] as const) {
+        rows.push([backend, cmd.toUpperCase(), p(tw[cmd], 50), p(tw[cmd], 95), p(ref[cmd], 50), p(ref[cmd], 95), round(percentile(tw[cmd], 50) / percentile(ref[cmd], 50), 2)]);
+      }
+      const split = (impl: Impl) => `flannel ${p(impl.parts.map((x) => x[0]), 50)} + portmap ${p(impl.parts.map((x) => x[1]), 50)}`;
+      rows.push([backend, 'ADD split', split(tw), '', split(ref), '', '']);
+      results[backend] = {
+        ratio: round(percentile(tw.add, 50) / percentile(ref.add, 50), 2),
+        ratioDel: round(percentile(tw.del, 50) / percentile(ref.del, 50), 2),
+        addP50: { twill: p(tw.add, 50), reference: p(ref.add, 50) },
+        delP50: { twill: p(tw.del, 50), reference: p(ref.del, 50) },
+      };
+    }
+    console.log(table(rows));
+    return { bench: 'conflist', iterations: opts.iterations, ...results };
+  } finally {
+    await hosts.cleanup();
+    rmSync(tmp, { recursive: true, force: true });
+  }
+}
