@@ -28,3 +28,15 @@ export {
   type SpoofCheck,
   type SpoofCheckRef,
 } from './spoofcheck_nftables.js';
+export { openClusterRules, type ClusterRulesOptions } from './cluster_rules.js';
+export {
+  FLANNEL_FWD_CHAIN,
+  FLANNEL_FWD_COMMENT,
+  FLANNEL_MASQ_CHAIN,
+  FLANNEL_MASQ_COMMENT,
+  FLANNEL_NFT_FORWARD,
+  FLANNEL_NFT_POSTRTG,
+  FLANNEL_NFT_TABLE,
+  KUBE_PROXY_MARK,
+} from './cluster_names.js';
+export type { ClusterCidrs, ClusterFirewallName, ClusterRules, ClusterRulesSpec, Correction } from './types.js';

@@ -118,3 +118,61 @@ export interface Portmapper {
   /** Deletes the conntrack entries of UDP flows to these host ports (stale flows would bypass a new DNAT). */
   flushUdpConntrack(ports: number[], family: IpFamily): Promise<void>;
 }
+
+// Cluster rules: the node agent's masquerade and forward rules, in flannel's layout
+// (flanneld's FLANNEL-POSTRTG / FLANNEL-FWD chains, or its flannel-ipv4/-ipv6 nft tables).
+
+/** One CIDR per family; a family left out gets no rules. */
+export interface ClusterCidrs {
+  ipv4?: string;
+  ipv6?: string;
+}
+
+export interface ClusterRulesSpec {
+  /** The cluster network (net-conf.json `Network` / `IPv6Network`). */
+  clusterCidrs: ClusterCidrs;
+  /** This node's pod subnet (its lease), inside the cluster network. Needed with ipMasq. */
+  podSubnets: ClusterCidrs;
+  /** flanneld `--ip-masq`: masquerade what pods send out of the cluster network. */
+  ipMasq: boolean;
+  /**
+   * MASQUERADE `--random-fully` (nft `masquerade fully-random`) where the tool and the
+   * kernel support it, as flanneld does. Default true; false is flanneld's
+   * `--ip-masq-fully-random-disable`.
+   */
+  randomFully?: boolean;
+}
+
+/** Which firewall held a problem. */
+export type ClusterFirewallName = 'nftables' | `iptables-${IptablesVariant}`;
+
+/**
+ * What `ensure` found wrong and fixed: missing (not there), misordered (there, in
+ * the wrong order or place), changed (there, but different: someone else's edit or an
+ * older configuration), stale (twill's or flannel's own, no longer wanted).
+ */
+export interface Correction {
+  kind: 'missing' | 'misordered' | 'changed' | 'stale';
+  firewall: ClusterFirewallName;
+  family: IpFamily;
+  /** What it concerns: `nat FLANNEL-POSTRTG`, `filter FORWARD`, `table ip flannel-ipv4`, `chain ip flannel-ipv4 postrtg`. */
+  object: string;
+  /** One line in words, with the family and the firewall (`check` returns these). */
+  problem: string;
+  /**
+   * Set on corrections of iptables accept rules that are there only because that
+   * iptables drops forwarded traffic (policy DROP or a DROP/REJECT rule in FORWARD):
+   * what the DROP is.
+   */
+  drop?: string;
+}
+
+export interface ClusterRules {
+  readonly backend: FirewallBackendName;
+  /** Creates what is missing, replaces or reorders what is wrong, removes what is stale; returns what it corrected ([] when all was in place). */
+  ensure(spec: ClusterRulesSpec): Promise<Correction[]>;
+  /** What `ensure` would correct, in words, plus DROPs it cannot reach (foreign nftables chains); [] when all is in place. Changes nothing. */
+  check(spec: ClusterRulesSpec): Promise<string[]>;
+  /** Removes flannel's / twill's cluster chains and tables, and the jumps to them, from every backend and variant; nothing else. */
+  remove(): Promise<void>;
+}
