@@ -17,14 +17,20 @@ export function fits(f: FamilyConfig, c: Cidr): boolean {
   return c.ip.family === f.network.ip.family && c.prefix === f.subnetLen && c.ip.value >= f.subnetMin.value && c.ip.value <= f.subnetMax.value;
 }
 
-/** Free subnets from SubnetMin upwards, at most `limit`. */
+/** Free subnets from SubnetMin upwards, at most `limit`; one that overlaps any lease (of any length: SubnetLen may have changed) is taken. */
 export function freeSubnets(f: FamilyConfig, taken: Cidr[], limit = RANDOM_CANDIDATES): Cidr[] {
-  const bits = f.network.ip.family === 4 ? 32 : 128;
+  const family = f.network.ip.family;
+  const bits = family === 4 ? 32 : 128;
   const step = 1n << BigInt(bits - f.subnetLen);
-  const used = new Set(taken.filter((t) => t.prefix === f.subnetLen).map((t) => t.ip.value));
+  const spans = taken.filter((t) => t.ip.family === family).map((t) => {
+    const size = 1n << BigInt(bits - t.prefix);
+    const first = t.ip.value & ~(size - 1n);
+    return [first, first + size - 1n] as const;
+  });
   const out: Cidr[] = [];
   for (let v = f.subnetMin.value; v <= f.subnetMax.value && out.length < limit; v += step) {
-    if (!used.has(v)) out.push({ ip: { family: f.network.ip.family, value: v }, prefix: f.subnetLen });
+    const last = v + step - 1n;
+    if (!spans.some(([a, b]) => a <= last && v <= b)) out.push({ ip: { family, value: v }, prefix: f.subnetLen });
   }
   return out;
 }

@@ -205,8 +205,7 @@ export class LeaseManager {
     for (const s of mine) {
       if (s.lease.expiresAt === null) continue;
       this.log(`deleting lease ${s.key} of this node (public IP ${id}): it does not fit the network config any more`);
-      await this.store.remove(s.key, s.modRevision);
-      stale.add(s.key);
+      if (await this.store.remove(s.key, s.modRevision)) stale.add(s.key);
     }
     const others = leases.filter((s) => !stale.has(s.key)).map((s) => s.lease);
     const free = (c: Cidr) => !others.some((l) => [l.subnet, l.ipv6Subnet].some((t) => t !== null && overlaps(t, c)));

@@ -67,7 +67,9 @@ export interface SubnetStore {
    * Compare-and-swap create: writes the lease only if its key does not exist
    * (an expired lease does not exist). null when the key is taken; else the
    * lease as stored (its expiry and revision: renew's expectRevision).
-   * ttlMs null: a reservation, which never expires.
+   * ttlMs null: a reservation, which never expires. A store that can do it
+   * atomically also refuses a dual-stack key sharing one of its subnets with a
+   * live key (the local store does; etcd compares the one key, as flannel).
    */
   create(lease: Lease, ttlMs: number | null): Promise<StoredLease | null>;
 

@@ -44,6 +44,14 @@ describe('choosing a subnet', () => {
     assert.equal(formatCidr((last as { subnet: ReturnType<typeof parseCidr> & object }).subnet), '10.244.102.0/24');
   });
 
+  it('never offers a subnet that overlaps a lease of another length (SubnetLen changed)', () => {
+    const f25 = cfg({ Network: '10.244.0.0/16', SubnetLen: 25 });
+    const free = freeSubnets(f25, [parseCidr('10.244.0.0/24')!, parseCidr('10.244.1.0/24')!], 3);
+    assert.deepEqual(free.map(formatCidr), ['10.244.2.0/25', '10.244.2.128/25', '10.244.3.0/25']);
+    const wide = freeSubnets(f, [parseCidr('10.244.0.0/22')!], 1);
+    assert.deepEqual(wide.map(formatCidr), ['10.244.4.0/24'], 'a /22 lease covers four /24s');
+  });
+
   it('says "out of subnets" with what to do', () => {
     const tiny = cfg({ Network: '10.0.0.0/28' }); // /30s: 10.0.0.4, .8, .12 usable
     const leases = ['10.0.0.4/30', '10.0.0.8/30', '10.0.0.12/30'].map((s, i) => lease(s, `192.168.0.${i}`));
