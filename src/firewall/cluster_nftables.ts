@@ -31,12 +31,9 @@
 // Written in nft's own syntax (as knftables writes it), so that the table and chain
 // comments are set (nft 1.0.6 ignores them in JSON); read as JSON. One transaction for
 // both families; a table that differs in anything is replaced whole inside it.
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import type { Netns } from '../kernel/index.js';
-import { execChecked, execIn } from './exec.js';
-import { Nft, nftPrefix, payloadMatch, type JsonValue, type NftChain, type NftListing } from './nftables.js';
+import { execIn } from './exec.js';
+import { Nft, nftPrefix, payloadMatch, type JsonValue, type NftChain, type NftListing, runNftScript } from './nftables.js';
 import { goQuote } from './names.js';
 import {
   FLANNEL_NFT_FORWARD,
@@ -56,7 +53,6 @@ import {
 } from './cluster_names.js';
 import { FirewallError, type Correction, type IpFamily } from './types.js';
 
-const ARG_MAX = 100_000;
 
 export const nftFamilyOf = (f: IpFamily): 'ip' | 'ip6' => (f === 4 ? 'ip' : 'ip6');
 
@@ -211,22 +207,9 @@ export class NftCluster {
     this.nft = new Nft(netns);
   }
 
-  /** One transaction in nft's own syntax: an argument, or a file when long (never stdin). */
-  async run(lines: string[], what: string): Promise<void> {
-    if (lines.length === 0) return;
-    const script = `${lines.join('\n')}\n`;
-    if (script.length <= ARG_MAX) {
-      await execChecked(what, 'nft', [script], { netns: this.netns });
-      return;
-    }
-    const dir = await mkdtemp(join(tmpdir(), 'twill-nft-'));
-    try {
-      const file = join(dir, 'batch.nft');
-      await writeFile(file, script, { mode: 0o600 });
-      await execChecked(what, 'nft', ['-f', file], { netns: this.netns });
-    } finally {
-      await rm(dir, { recursive: true, force: true });
-    }
+  /** One transaction in nft's own syntax (see runNftScript). */
+  run(lines: string[], what: string): Promise<void> {
+    return runNftScript(this.netns, lines, what);
   }
 
   /** Every chain of the ruleset (`nft -j list chains`); null when nft does not work here. */

@@ -59,6 +59,28 @@ const ARG_MAX = 100_000;
 export const isNftNotFound = (e: unknown): boolean => e instanceof FirewallError && /No such file or directory/.test(e.stderr);
 
 /**
+ * One transaction in nft's own syntax (what JSON input cannot say, e.g. table
+ * and chain comments): the script as an argument, or as a file when it is too
+ * long for one (never stdin, which fails from Node).
+ */
+export async function runNftScript(netns: Netns | null, lines: string[], what: string): Promise<void> {
+  if (lines.length === 0) return;
+  const script = `${lines.join('\n')}\n`;
+  if (script.length <= ARG_MAX) {
+    await execChecked(what, 'nft', [script], { netns });
+    return;
+  }
+  const dir = await mkdtemp(join(tmpdir(), 'twill-nft-'));
+  try {
+    const file = join(dir, 'batch.nft');
+    await writeFile(file, script, { mode: 0o600 });
+    await execChecked(what, 'nft', ['-f', file], { netns });
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+/**
  * Runs a read-then-write transaction again when another process deleted what it
  * read in between (nft answers "No such file or directory"); three tries.
  */

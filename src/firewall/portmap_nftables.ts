@@ -22,14 +22,10 @@
 // nft text by definition, and the text syntax also sets the table's comment, which
 // nft 1.0.6 ignores in JSON. The script goes as an argument (a file when long), never
 // stdin. Reading is JSON (`nft -j list table`).
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import type { Netns } from '../kernel/index.js';
 import { parseContainerAddr, type ContainerAddr } from './addr.js';
-import { execChecked } from './exec.js';
 import { goQuote } from './names.js';
-import { Nft, payloadMatch, type JsonValue, type NftListing, type NftRule, retryOnNftRace } from './nftables.js';
+import { Nft, payloadMatch, type JsonValue, type NftListing, type NftRule, retryOnNftRace, runNftScript } from './nftables.js';
 import { ipPort } from './portmap_iptables.js';
 import {
   NFT_DSTNAT,
@@ -48,7 +44,6 @@ import { FirewallError, whereText, type ContainerPortmap, type ContainerPortmapR
 
 /** Chains that hold per-container rules (found by their comment). */
 const OWNED_RULE_CHAINS = [NFT_PM_HOSTPORTS, NFT_PM_HOSTIP_HOSTPORTS, NFT_PM_MASQUERADING];
-const ARG_MAX = 100_000;
 
 interface Mapped {
   /** nft text after `add rule <fam> cni_hostport <chain> `, without the comment. */
@@ -146,22 +141,9 @@ export class NftablesPortmap {
     return this.nft.listTable(nftFamily(family), NFT_PM_TABLE);
   }
 
-  /** One nft transaction in nft's own syntax. */
-  private async run(lines: string[], what: string): Promise<void> {
-    if (lines.length === 0) return;
-    const script = `${lines.join('\n')}\n`;
-    if (script.length <= ARG_MAX) {
-      await execChecked(what, 'nft', [script], { netns: this.netns });
-      return;
-    }
-    const dir = await mkdtemp(join(tmpdir(), 'twill-nft-'));
-    try {
-      const file = join(dir, 'batch.nft');
-      await writeFile(file, script, { mode: 0o600 });
-      await execChecked(what, 'nft', ['-f', file], { netns: this.netns });
-    } finally {
-      await rm(dir, { recursive: true, force: true });
-    }
+  /** One transaction in nft's own syntax (see runNftScript). */
+  private run(lines: string[], what: string): Promise<void> {
+    return runNftScript(this.netns, lines, what);
   }
 
 
