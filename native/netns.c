@@ -192,19 +192,11 @@ static napi_value unlock(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-static napi_value gettid_js(napi_env env, napi_callback_info info) {
-  (void)info;
-  napi_value v;
-  napi_create_int32(env, (int32_t)gettid(), &v);
-  return v;
-}
-
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
     {"runInNetns", NULL, run_in_netns, NULL, NULL, NULL, napi_default, NULL},
     {"createNetns", NULL, create_netns, NULL, NULL, NULL, napi_default, NULL},
     {"deleteNetns", NULL, delete_netns, NULL, NULL, NULL, napi_default, NULL},
-    {"gettid", NULL, gettid_js, NULL, NULL, NULL, napi_default, NULL},
     {"tryLock", NULL, try_lock, NULL, NULL, NULL, napi_default, NULL},
     {"unlock", NULL, unlock, NULL, NULL, NULL, napi_default, NULL},
   };

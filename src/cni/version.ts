@@ -27,6 +27,3 @@ export function compareVersions(a: string, b: string): number {
 
 export const atLeast = (v: string, min: string): boolean => compareVersions(v, min) >= 0;
 
-export function isSupported(v: string): v is CniVersion {
-  return (SUPPORTED_VERSIONS as readonly string[]).includes(v);
-}

@@ -18,7 +18,6 @@ interface NetnsAddon {
   runInNetns<T>(fd: number, fn: () => T): T;
   createNetns(name: string): void;
   deleteNetns(name: string): void;
-  gettid(): number;
   tryLock(fd: number, exclusive: boolean): boolean;
   unlock(fd: number): void;
 }
