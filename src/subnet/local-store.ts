@@ -318,6 +318,11 @@ export class LocalStore implements SubnetStore {
     return row && (row.expires_at === null || row.expires_at > this.now()) ? row : null;
   }
 
+  /** The local store keeps only leases: its config comes from --net-conf FILE. */
+  async readNetworkConfig(): Promise<string | null> {
+    return null;
+  }
+
   async list(): Promise<ListResult> {
     this.sweepIfDue('list');
     return this.read('list', () => {

@@ -61,6 +61,13 @@ export interface SubnetStore {
   /** What it is, for messages: "local:/var/lib/twill/leases.db", "etcd:http://10.0.0.1:2379". */
   readonly description: string;
 
+  /**
+   * The cluster config (net-conf.json text) the store holds: etcd's
+   * `<prefix>/config`. null when this kind of store holds none and the agent
+   * reads it from --net-conf FILE (the local store, the Kubernetes ConfigMap).
+   */
+  readNetworkConfig(): Promise<string | null>;
+
   list(): Promise<ListResult>;
 
   /**

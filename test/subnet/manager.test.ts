@@ -105,6 +105,7 @@ describe('lease manager: acquire', () => {
     let limit = 3;
     const racing: SubnetStore = {
       description: store.description,
+      readNetworkConfig: () => store.readNetworkConfig(),
       list: () => store.list(),
       create: async (lease: Lease, ttl: number | null): Promise<StoredLease | null> => {
         if (steals < limit) {
