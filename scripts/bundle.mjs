@@ -19,6 +19,9 @@ export const BUNDLE = join(ROOT, 'dist', 'twill.cjs');
 
 const NATIVE_TS = join(ROOT, 'src', 'kernel', 'native.ts');
 
+/** Required from node_modules at run time: the agent runs from a checkout or an image with them. */
+export const AGENT_ONLY_DEPENDENCIES = ['better-sqlite3', 'etcd3', 'pino', 'prom-client'];
+
 /**
  * netlink's raw.js does `require('node-gyp-build')(__dirname + '/..')` when it is
  * first required; in a bundle __dirname is not its folder. This returns a stand-in
@@ -120,6 +123,9 @@ export function bundleOptions(outfile = BUNDLE, { snapshot = false } = {}) {
       'import.meta.url': 'TWILL_IMPORT_META_URL',
     },
     banner: { js: 'var TWILL_IMPORT_META_URL = require("node:url").pathToFileURL(__filename).href;' },
+    // The agent's dependencies stay in node_modules: native (better-sqlite3) or large
+    // (etcd3 and its gRPC), and needed only by the long-running agent, never by a plugin.
+    external: AGENT_ONLY_DEPENDENCIES,
     plugins: [netlinkAddon, importMetaGuard],
     metafile: true,
   };

@@ -21,7 +21,7 @@ export async function buildProgram() {
     .showHelpAfterError('(run "twill --help" for usage)')
     .addHelpText(
       'after',
-      '\nSubcommands still to come with their issues: agent, lab, explain (see README.md).\n' +
+      '\nSubcommands still to come with their issues: lab, explain (see README.md).\n' +
         'Everything twill does to the kernel needs root (CAP_NET_ADMIN).',
     );
 
@@ -59,6 +59,8 @@ export async function buildProgram() {
         throw e;
       }
     });
+  const { registerAgentCommand } = await import('./agent-command.js');
+  registerAgentCommand(program);
   return program;
 }
 
@@ -86,6 +88,10 @@ export async function main(argv: string[]): Promise<void> {
   if (argv.length <= 2) {
     program.outputHelp();
     return;
+  }
+  if (argv[2] === 'agent') {
+    const { normalizeGoFlags } = await import('./agent-command.js');
+    argv = [...argv.slice(0, 3), ...normalizeGoFlags(argv.slice(3))];
   }
   await program.parseAsync(argv);
 }

@@ -1,0 +1,19 @@
+// Opens the store an agent was told to use. Each kind is imported only when
+// chosen: an agent on etcd never loads SQLite, and the other way round.
+import type { SubnetStore } from '../subnet/store.js';
+import type { StoreSpec } from './options.js';
+
+export class StoreChoiceError extends Error {}
+
+export async function openStore(spec: StoreSpec): Promise<SubnetStore> {
+  switch (spec.kind) {
+    case 'local': {
+      const { LocalStore } = await import('../subnet/local-store.js');
+      return new LocalStore(spec.path);
+    }
+    case 'etcd':
+      throw new StoreChoiceError('the etcd store is not built into this version yet');
+    case 'kube':
+      throw new StoreChoiceError('the Kubernetes store (--store kube, --kube-subnet-mgr) is not built yet: use --store local:PATH or --store etcd:URL');
+  }
+}

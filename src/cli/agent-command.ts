@@ -1,0 +1,227 @@
+// `twill agent`: the flags of DESIGN.md, plus flanneld's own flags and its
+// FLANNELD_* variables as aliases, so that a flanneld command line (Go style,
+// `-etcd-endpoints=...` with one dash included) works unchanged.
+import { hostname } from 'node:os';
+import { Command, InvalidArgumentError, Option } from 'commander';
+import { DEFAULTS, LOG_LEVELS, type AgentOptions, type LogLevel, type StoreSpec } from '../agent/options.js';
+
+/** Go's flag package takes `-name` like `--name`; commander does not. */
+export function normalizeGoFlags(args: string[]): string[] {
+  const out: string[] = [];
+  for (const [i, a] of args.entries()) {
+    if (a === '--') return [...out, ...args.slice(i)];
+    out.push(/^-[a-z][a-z0-9-]+(=.*)?$/i.test(a) ? `-${a}` : a);
+  }
+  return out;
+}
+
+const parseBool = (name: string) => (v: string): boolean => {
+  if (/^(1|t|true)$/i.test(v)) return true;
+  if (/^(0|f|false)$/i.test(v)) return false;
+  throw new InvalidArgumentError(`--${name} takes true or false, got ${JSON.stringify(v)}`);
+};
+
+const parseCount = (name: string, min: number, max: number) => (v: string): number => {
+  const n = Number(v);
+  if (!/^\d+$/.test(v.trim()) || n < min || n > max) throw new InvalidArgumentError(`--${name} must be a whole number from ${min} to ${max}, got ${JSON.stringify(v)}`);
+  return n;
+};
+
+const collect = (v: string, prev: string[] | undefined): string[] => [...(prev ?? []), ...v.split(',').map((s) => s.trim()).filter(Boolean)];
+
+/** A flannel flag kept for compatibility: hidden from --help (listed once, below it). */
+const alias = (flags: string, env: string) => new Option(flags).env(env).hideHelp();
+
+interface RawOptions {
+  store?: string;
+  netConf?: string;
+  netConfigPath?: string;
+  etcdEndpoints?: string;
+  etcdPrefix: string;
+  etcdCafile?: string;
+  etcdCertfile?: string;
+  etcdKeyfile?: string;
+  etcdUsername?: string;
+  etcdPassword?: string;
+  kubeSubnetMgr?: boolean;
+  iface?: string[];
+  ifaceRegex?: string[];
+  ifaceCanReach?: string;
+  publicIp?: string;
+  publicIpv6?: string;
+  subnetFile: string;
+  dataDir: string;
+  ipMasq?: boolean;
+  ipMasqFullyRandomDisable?: boolean;
+  healthzIp: string;
+  healthzPort: number;
+  metricsPort?: number;
+  iptablesResync: number;
+  iptablesForwardRules?: boolean;
+  ipBlackholeRoute?: boolean;
+  subnetLeaseRenewMargin: number;
+  kernelResync: number;
+  logLevel: LogLevel;
+  nodeName?: string;
+}
+
+const STORE_CHOICES =
+  'choose where leases live: --store local:PATH (one SQLite file, for one machine or a lab), ' +
+  '--store etcd:URL[,URL] (or flannel\'s --etcd-endpoints), or --store kube (flannel\'s --kube-subnet-mgr). ' +
+  'twill has no default store: nodes that each lease from a private store would hand out the same subnets.';
+
+export function resolveStore(raw: RawOptions): StoreSpec {
+  const etcd = (endpoints: string[]): StoreSpec => {
+    for (const e of endpoints) {
+      if (!/^https?:\/\/[^/]+\/?$/.test(e)) throw new InvalidArgumentError(`etcd endpoint ${JSON.stringify(e)} is not a URL like http://10.0.0.1:2379`);
+    }
+    return {
+      kind: 'etcd', endpoints, prefix: raw.etcdPrefix.replace(/\/+$/, ''),
+      caFile: raw.etcdCafile ?? null, certFile: raw.etcdCertfile ?? null, keyFile: raw.etcdKeyfile ?? null,
+      username: raw.etcdUsername ?? null, password: raw.etcdPassword ?? null,
+    };
+  };
+  const list = (s: string) => s.split(',').map((x) => x.trim()).filter(Boolean);
+  if (raw.store !== undefined) {
+    const [kind, ...rest] = raw.store.split(':');
+    const arg = rest.join(':');
+    if (raw.etcdEndpoints !== undefined && kind !== 'etcd') throw new InvalidArgumentError(`--store ${raw.store} and --etcd-endpoints contradict each other: give one`);
+    switch (kind) {
+      case 'local':
+        if (!arg) throw new InvalidArgumentError('--store local needs the path of its file: --store local:/var/lib/twill/leases.db');
+        return { kind: 'local', path: arg };
+      case 'etcd':
+        if (!arg) throw new InvalidArgumentError('--store etcd needs its endpoints: --store etcd:http://10.0.0.1:2379[,http://...]');
+        return etcd(list(arg));
+      case 'kube':
+        return { kind: 'kube' };
+      default:
+        throw new InvalidArgumentError(`--store ${JSON.stringify(raw.store)} is not a store: ${STORE_CHOICES}`);
+    }
+  }
+  if (raw.kubeSubnetMgr) return { kind: 'kube' };
+  if (raw.etcdEndpoints !== undefined) return etcd(list(raw.etcdEndpoints));
+  throw new InvalidArgumentError(`no store: ${STORE_CHOICES}`);
+}
+
+export function resolveAgentOptions(raw: RawOptions): AgentOptions {
+  const store = resolveStore(raw);
+  if (raw.netConf !== undefined && raw.netConfigPath !== undefined && raw.netConf !== raw.netConfigPath) {
+    throw new InvalidArgumentError('--net-conf and --net-config-path name different files: give one');
+  }
+  let netConfPath = raw.netConf ?? raw.netConfigPath ?? null;
+  if (store.kind === 'local' && netConfPath === null) {
+    throw new InvalidArgumentError('the local store holds no network config: give --net-conf FILE (flannel\'s net-conf.json, e.g. {"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}})');
+  }
+  if (store.kind === 'kube') netConfPath ??= DEFAULTS.kubeNetConf;
+  if (raw.metricsPort !== undefined && raw.healthzPort === 0 && raw.metricsPort === 0) throw new InvalidArgumentError('--metrics-port 0 serves nothing: leave it out');
+  return {
+    store,
+    netConfPath,
+    ifaces: raw.iface ?? [],
+    ifaceRegexes: raw.ifaceRegex ?? [],
+    ifaceCanReach: raw.ifaceCanReach ?? null,
+    publicIp: raw.publicIp ?? null,
+    publicIpv6: raw.publicIpv6 ?? null,
+    subnetFile: raw.subnetFile,
+    dataDir: raw.dataDir,
+    ipMasq: raw.ipMasq ?? false,
+    ipMasqRandomFully: !(raw.ipMasqFullyRandomDisable ?? false),
+    healthzIp: raw.healthzIp,
+    healthzPort: raw.healthzPort,
+    metricsPort: raw.metricsPort ?? null,
+    rulesResyncMs: raw.iptablesResync * 1000,
+    renewMarginMs: raw.subnetLeaseRenewMargin * 60_000,
+    kernelResyncMs: raw.kernelResync * 1000,
+    storeRetryMs: DEFAULTS.storeRetrySeconds * 1000,
+    logLevel: raw.logLevel,
+    nodeName: raw.nodeName ?? hostname(),
+  };
+}
+
+export function registerAgentCommand(program: Command): void {
+  const cmd = program
+    .command('agent')
+    .description('the node agent (flanneld\'s job): lease this node a subnet, program VXLAN or host-gw, write subnet.env, keep it all in place')
+    .addOption(new Option('--store <SPEC>', 'where leases live: local:PATH | etcd:URL[,URL] | kube (required: no default)').env('TWILL_STORE'))
+    .addOption(new Option('--net-conf <FILE>', 'net-conf.json (required with local; etcd reads <prefix>/config unless given)'))
+    .addOption(alias('--net-config-path <FILE>', 'FLANNELD_NET_CONFIG_PATH'))
+    .addOption(new Option('--etcd-endpoints <URLS>', 'etcd endpoints, comma-separated (same as --store etcd:URLS)').env('FLANNELD_ETCD_ENDPOINTS'))
+    .addOption(new Option('--etcd-prefix <PREFIX>', 'etcd key prefix').default(DEFAULTS.etcdPrefix).env('FLANNELD_ETCD_PREFIX'))
+    .addOption(new Option('--etcd-cafile <FILE>', 'CA certificate to verify etcd').env('FLANNELD_ETCD_CAFILE'))
+    .addOption(new Option('--etcd-certfile <FILE>', 'client certificate for etcd').env('FLANNELD_ETCD_CERTFILE'))
+    .addOption(new Option('--etcd-keyfile <FILE>', 'client key for etcd').env('FLANNELD_ETCD_KEYFILE'))
+    .addOption(new Option('--etcd-username <NAME>', 'etcd user').env('FLANNELD_ETCD_USERNAME'))
+    .addOption(new Option('--etcd-password <PASSWORD>', 'etcd password').env('FLANNELD_ETCD_PASSWORD'))
+    .addOption(alias('--kube-subnet-mgr [bool]', 'FLANNELD_KUBE_SUBNET_MGR').argParser(parseBool('kube-subnet-mgr')).preset(true))
+    .addOption(alias('--kube-api-url <URL>', 'FLANNELD_KUBE_API_URL'))
+    .addOption(alias('--kubeconfig-file <FILE>', 'FLANNELD_KUBECONFIG_FILE'))
+    .addOption(alias('--kube-annotation-prefix <P>', 'FLANNELD_KUBE_ANNOTATION_PREFIX'))
+    .addOption(alias('--set-node-network-unavailable [bool]', 'FLANNELD_SET_NODE_NETWORK_UNAVAILABLE').argParser(parseBool('set-node-network-unavailable')).preset(true))
+    .addOption(new Option('--iface <NAME|IP>', 'interface for traffic between nodes, by name or address (repeatable: the first that exists)').argParser(collect).env('FLANNELD_IFACE'))
+    .addOption(new Option('--iface-regex <RE>', 'the first interface whose address or name matches (repeatable)').argParser(collect).env('FLANNELD_IFACE_REGEX'))
+    .addOption(new Option('--iface-can-reach <IP>', 'the interface of the route to this IP').env('FLANNELD_IFACE_CAN_REACH'))
+    .addOption(new Option('--public-ip <IP>', 'the IPv4 other nodes reach this one at (default: the interface\'s)').env('FLANNELD_PUBLIC_IP'))
+    .addOption(new Option('--public-ipv6 <IP>', 'the IPv6 other nodes reach this one at').env('FLANNELD_PUBLIC_IPV6'))
+    .addOption(new Option('--subnet-file <FILE>', 'where to write subnet.env (read by the flannel CNI plugin)').default(DEFAULTS.subnetFile).env('FLANNELD_SUBNET_FILE'))
+    .addOption(new Option('--data-dir <DIR>', 'what the agent keeps between runs (its lock, the VtepMAC)').default(DEFAULTS.dataDir).env('TWILL_DATA_DIR'))
+    .addOption(new Option('--ip-masq [bool]', 'masquerade traffic from pods to outside the cluster network').argParser(parseBool('ip-masq')).preset(true).env('FLANNELD_IP_MASQ'))
+    .addOption(new Option('--ip-masq-fully-random-disable [bool]', 'no --random-fully on MASQUERADE').argParser(parseBool('ip-masq-fully-random-disable')).preset(true).env('FLANNELD_IP_MASQ_FULLY_RANDOM_DISABLE'))
+    .addOption(new Option('--healthz-ip <IP>', 'address of the health and metrics server').default(DEFAULTS.healthzIp).env('FLANNELD_HEALTHZ_IP'))
+    .addOption(new Option('--healthz-port <PORT>', 'port for /healthz, /readyz (and /metrics); 0: none').argParser(parseCount('healthz-port', 0, 65535)).default(0).env('FLANNELD_HEALTHZ_PORT'))
+    .addOption(new Option('--metrics-port <PORT>', 'port for /metrics when it should differ from --healthz-port').argParser(parseCount('metrics-port', 1, 65535)).env('TWILL_METRICS_PORT'))
+    .addOption(new Option('--iptables-resync <SECONDS>', 'how often the firewall rules are checked and put back').argParser(parseCount('iptables-resync', 1, 3600)).default(DEFAULTS.rulesResyncSeconds).env('FLANNELD_IPTABLES_RESYNC'))
+    .addOption(alias('--iptables-forward-rules [bool]', 'FLANNELD_IPTABLES_FORWARD_RULES').argParser(parseBool('iptables-forward-rules')).preset(true))
+    .addOption(alias('--ip-blackhole-route [bool]', 'FLANNELD_IP_BLACKHOLE_ROUTE').argParser(parseBool('ip-blackhole-route')).preset(true))
+    .addOption(new Option('--subnet-lease-renew-margin <MINUTES>', 'renew the lease this long before it expires').argParser(parseCount('subnet-lease-renew-margin', 1, 1439)).default(DEFAULTS.renewMarginMinutes).env('FLANNELD_SUBNET_LEASE_RENEW_MARGIN'))
+    .addOption(new Option('--kernel-resync <SECONDS>', 'safety-net full check of the kernel state (changes are seen at once anyway)').argParser(parseCount('kernel-resync', 1, 86400)).default(DEFAULTS.kernelResyncSeconds))
+    .addOption(new Option('--log-level <LEVEL>', 'debug, info, warn or error').choices([...LOG_LEVELS]).default('info').env('TWILL_LOG_LEVEL'))
+    .addOption(new Option('--node-name <NAME>', 'this node\'s name in logs (default: the hostname)').env('NODE_NAME'))
+    .addHelpText(
+      'after',
+      [
+        '',
+        'flanneld\'s flags work too (with one dash or two): --net-config-path, --kube-subnet-mgr,',
+        '--kube-api-url, --kubeconfig-file, --kube-annotation-prefix, --set-node-network-unavailable,',
+        '--iptables-forward-rules, --ip-blackhole-route; and every flag can come from FLANNELD_<FLAG>',
+        '(FLANNELD_IFACE=eth1, FLANNELD_IP_MASQ=true), as flanneld reads them.',
+        '',
+        'Logs are JSON lines on stderr. SIGTERM stops the agent and leaves the network in place;',
+        'a restart finds its lease and its VXLAN MAC again.',
+        '',
+        'Examples:',
+        '  twill agent --store etcd:http://10.0.0.1:2379 --ip-masq',
+        '  twill agent --store local:/var/lib/twill/leases.db --net-conf /etc/twill/net-conf.json --iface eth1',
+        '  twill agent -etcd-endpoints=http://10.0.0.1:2379 -iface=eth1 -ip-masq    # a flanneld command line',
+      ].join('\n'),
+    )
+    .action(async (raw: RawOptions, command: Command) => {
+      let opts: AgentOptions;
+      try {
+        opts = resolveAgentOptions(raw);
+      } catch (e) {
+        if (e instanceof InvalidArgumentError) command.error(`twill agent: ${e.message}`, { exitCode: 2 });
+        throw e;
+      }
+      const { createLogger } = await import('../agent/log.js');
+      const { Agent } = await import('../agent/agent.js');
+      const log = createLogger(opts.logLevel, opts.nodeName);
+      if (raw.iptablesForwardRules === false) log.warn('--iptables-forward-rules=false is not supported: the forward accept rules are always installed (pod traffic needs them under a FORWARD policy of DROP)');
+      if (raw.ipBlackholeRoute) log.warn('--ip-blackhole-route is not supported yet: ignored');
+      const agent = new Agent(opts, log);
+      const stop = (signal: string) => {
+        log.info({ signal }, 'stopping: the network stays in place');
+        void agent.stop();
+      };
+      process.once('SIGTERM', () => stop('SIGTERM'));
+      process.once('SIGINT', () => stop('SIGINT'));
+      try {
+        await agent.run();
+      } catch (e) {
+        log.fatal({ err: (e as Error).message }, 'agent stopped');
+        process.stderr.write(`twill agent: ${(e as Error).message}\n`);
+        process.exitCode = 1;
+      }
+    });
+  cmd.showHelpAfterError('(run "twill agent --help" for usage)');
+}
