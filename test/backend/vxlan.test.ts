@@ -1,8 +1,8 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { TestHosts, type TestHost } from '../support/hosts.js';
 import { bridgeJson, ipJson } from '../support/exec.js';
+import { sourceSeenBy } from '../support/traffic.js';
 import { VxlanBackend } from '../../src/backend/vxlan.js';
 import { TWILL_ROUTE_PROTOCOL } from '../../src/backend/backend.js';
 import { parseCidr } from '../../src/ipam/addr.js';
@@ -24,31 +24,6 @@ async function attachPod(node: TestHost, pod: TestHost, subnet: string): Promise
   await pod.handle.setLinkUp('eth0');
   await pod.handle.addAddr('eth0', `${net}.2/24`);
   await pod.handle.addRoute({ dst: 'default', gateway: `${net}.1` });
-}
-
-/** What the pod at `to` sees as the sender of one UDP datagram from `from` (node is on every machine that runs twill). */
-function sourceSeenBy(to: TestHost, toIp: string, from: TestHost): Promise<string> {
-  const serverJs = "const s=require('dgram').createSocket('udp4');s.on('message',(m,r)=>{console.log('from '+r.address);process.exit(0)});s.bind(9999,()=>console.log('ready'));setTimeout(()=>process.exit(3),5000)";
-  const clientJs = `require('dgram').createSocket('udp4').send('x',9999,'${toIp}',()=>process.exit(0))`;
-  return new Promise((resolve, reject) => {
-    const server = spawn('ip', ['netns', 'exec', to.name, process.execPath, '-e', serverJs], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    let err = '';
-    let sent = false;
-    server.stderr.on('data', (d: Buffer) => (err += d.toString()));
-    server.stdout.on('data', (d: Buffer) => {
-      out += d.toString();
-      if (!sent && out.includes('ready')) {
-        sent = true;
-        from.exec(process.execPath, ['-e', clientJs]).catch(reject);
-      }
-    });
-    server.on('close', (code) => {
-      const seen = /from (\S+)/.exec(out);
-      if (seen) resolve(seen[1]!);
-      else reject(new Error(`the UDP server in ${to.name} got nothing (exit ${code}): ${out} ${err}`));
-    });
-  });
 }
 
 describe('vxlan backend: two nodes, pods reach each other across the overlay', () => {
@@ -123,7 +98,7 @@ describe('vxlan backend: two nodes, pods reach each other across the overlay', (
 
   it('a lease without a usable VtepMAC is refused with a message naming it, and nothing is installed', async () => {
     const bad = { ...b.lease, attrs: { ...b.lease.attrs, backendData: { VNI: 1 } } };
-    await assert.rejects(a.backend.addPeer(bad, null), /lease 10.244.2.0\/24 has no usable BackendData.VtepMAC/);
+    await assert.rejects(a.backend.addPeer(bad, null), /lease 10.244.2.0\/24 has no usable VtepMAC/);
     assert.deepEqual(await ipJson(a.host.name, ['route', 'show', '10.244.2.0/24']), []);
   });
 
