@@ -124,8 +124,9 @@ export class Agent {
         publicIp: ext.publicIp, publicIpv6: ext.publicIpv6,
         previousSubnet: previous.ipv4, previousIpv6Subnet: previous.ipv6,
         backendType: config.backend.type,
-        backendData: config.ipv4 ? vxlanData(4) : vxlanData(6),
-        backendV6Data: config.ipv4 && config.ipv6 ? vxlanData(6) : null,
+        // flannel's fields: BackendData for the IPv4 device, BackendV6Data for the IPv6 one (also IPv6-only).
+        backendData: vxlanData(4),
+        backendV6Data: vxlanData(6),
       }),
     );
     const own = acquired.lease;
