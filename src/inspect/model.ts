@@ -5,12 +5,15 @@ import type { OperState } from '../kernel/index.js';
 
 export const EXPLAIN_SCHEMA_VERSION = 1;
 
-export type NamespaceRole = 'node' | 'pod';
+export type NamespaceRole = 'node' | 'pod' | 'other';
 
 export interface NamespaceView {
   /** Name under /run/netns, or `pid:<lowest pid>` for a namespace only processes hold. */
   name: string;
-  /** node: the one explained; pod: holds the other end of one of the node's veths. */
+  /**
+   * node: the one explained; pod: holds the other end of a veth that is a bridge port
+   * (cni0's); other: holds the other end of a veth on no bridge.
+   */
   role: NamespaceRole;
   path: string | null;
   pids: number[];

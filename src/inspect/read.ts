@@ -276,7 +276,9 @@ export async function readNode(opts: ReadOptions = {}): Promise<NodeModel> {
         const ref = candidates.find((c) => c.name === netns.name)!;
         const h = Handle.open(netns);
         try {
-          podReads.set(id, await readNamespace(h, { name: netns.name, role: 'pod', path: netns.path, pids: ref.pids }));
+          // A pod's veth is a bridge port; a veth on no bridge (an underlay, a lab's cable) leads elsewhere.
+          const role = nodeRead.links.some((l) => l.linkNetnsId === id && l.masterIndex !== null) ? 'pod' : 'other';
+          podReads.set(id, await readNamespace(h, { name: netns.name, role, path: netns.path, pids: ref.pids }));
         } finally {
           h.close();
         }

@@ -28,8 +28,11 @@ function vethLine(e: Explanation, veth: LinkView): string {
   const head = `${ipLinkName(veth)}  mtu ${veth.mtu}  ${linkState(veth)}`;
   if (!veth.peer) return `${head}  (peer unknown)`;
   if (!pod) return `${head}  → ifindex ${veth.peer.ifindex} in a namespace that was not found (nsid only)`;
-  const where = pod.netns === e.node.netns ? 'this namespace' : `pod namespace ${pod.netns}`;
-  return `${head}  → ${pod.name} (ifindex ${pod.ifindex}) in ${where}${pod.addresses.length ? ` (${pod.addresses.join(', ')})` : ''}`;
+  const role = e.namespaces.find((n) => n.name === pod.netns)?.role;
+  const where = pod.netns === e.node.netns ? 'this namespace' : `${role === 'pod' ? 'pod ' : ''}namespace ${pod.netns}`;
+  // IPv6 link-local addresses are on every interface and name no pod: the JSON has them.
+  const addrs = pod.addresses.filter((a) => !a.toLowerCase().startsWith('fe80:'));
+  return `${head}  → ${pod.name} (ifindex ${pod.ifindex}) in ${where}${addrs.length ? ` (${addrs.join(', ')})` : ''}`;
 }
 
 function overlayPeers(e: Explanation, dev: string): string[] {
@@ -73,11 +76,10 @@ export function renderText(e: Explanation): string {
     for (const p of peers) out.push(`  ↔ ${p}`);
     out.push('');
   }
-  const others = nodeLinks.filter((l) => l.kind !== 'bridge' && l.kind !== 'vxlan' && !(l.kind === 'veth' && (l.master !== null || l.peer)));
-  const otherVeths = nodeLinks.filter((l) => l.kind === 'veth' && l.master === null && !loose.includes(l));
-  if (others.length + otherVeths.length) {
+  const others = nodeLinks.filter((l) => l.kind !== 'bridge' && l.kind !== 'vxlan' && l.kind !== 'veth' && l.master === null);
+  if (others.length) {
     out.push('other links');
-    for (const l of [...others, ...otherVeths]) out.push(`  ${l.ifindex}: ${l.name} (${l.kind})  mtu ${l.mtu}  ${linkState(l)}${addrText(l)}`);
+    for (const l of others) out.push(`  ${l.ifindex}: ${l.name} (${l.kind})  mtu ${l.mtu}  ${linkState(l)}${addrText(l)}`);
     out.push('');
   }
   out.push('routes (main table)');
