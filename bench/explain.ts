@@ -17,6 +17,7 @@ export interface ExplainBenchOptions {
 }
 
 export interface ExplainBenchResult {
+  bench: 'explain';
   pods: number;
   iterations: number;
   buildS: number;
@@ -57,6 +58,7 @@ export async function explainBench(opts: ExplainBenchOptions): Promise<ExplainBe
     }
     const stat = (xs: number[]) => ({ p50: round(percentile(xs, 50), 1), max: round(Math.max(...xs), 1) });
     const result: ExplainBenchResult = {
+      bench: 'explain',
       pods: opts.pods,
       iterations: opts.iterations,
       buildS: round(buildS, 1),
