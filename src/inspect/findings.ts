@@ -107,11 +107,12 @@ function subnetEnvChecks(m: NodeModel, out: Findings): void {
 function bridgeChecks(nodeLinks: LinkView[], env: SubnetEnvView | null, out: Findings): void {
   const docker = nodeLinks.find((l) => l.name === DOCKER_BRIDGE && l.kind === 'bridge');
   if (docker && !nodeLinks.some((l) => l.master === DOCKER_BRIDGE)) {
+    const v4 = docker.addresses.filter((a) => !a.includes(':'));
     out.add(
       'docker0-unused',
       'info',
       DOCKER_BRIDGE,
-      `docker0${docker.addresses.length ? ` (${docker.addresses.join(', ')})` : ''} is Docker's own bridge, with no ports (NO-CARRIER): Kubernetes pods do not use it, pods are on ${POD_BRIDGE}. ` +
+      `docker0${v4.length ? ` (${v4.join(', ')})` : ''} is Docker's own bridge, with no ports${docker.carrier ? '' : ' (NO-CARRIER)'}: Kubernetes pods do not use it, pods are on ${POD_BRIDGE}. ` +
         'A veth shown as `vethXXXX@ifN` is not tied to the link with index N here: N is the index of its other end (the pod\'s eth0) inside the pod\'s own namespace.',
       'Nothing to do. If Docker is not used on this node, stopping it removes docker0 (and its iptables rules, including FORWARD policy DROP).',
     );

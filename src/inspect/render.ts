@@ -11,7 +11,10 @@ function linkState(l: LinkView): string {
   return l.state.toUpperCase();
 }
 
-const addrText = (l: LinkView): string => (l.addresses.length ? `  ${l.addresses.join(' ')}` : '');
+/** IPv6 link-local addresses are on every interface and say nothing about pods: the text leaves them out, the JSON has them. */
+const isLinkLocal = (cidr: string): boolean => cidr.toLowerCase().startsWith('fe80:');
+const shownAddrs = (l: LinkView): string[] => l.addresses.filter((a) => !isLinkLocal(a));
+const addrText = (l: LinkView): string => (shownAddrs(l).length ? `  ${shownAddrs(l).join(' ')}` : '');
 
 /** The pod end of a node veth, when it was found. */
 function podEnd(e: Explanation, veth: LinkView): LinkView | undefined {
@@ -30,13 +33,13 @@ function vethLine(e: Explanation, veth: LinkView): string {
   if (!pod) return `${head}  → ifindex ${veth.peer.ifindex} in a namespace that was not found (nsid only)`;
   const role = e.namespaces.find((n) => n.name === pod.netns)?.role;
   const where = pod.netns === e.node.netns ? 'this namespace' : `${role === 'pod' ? 'pod ' : ''}namespace ${pod.netns}`;
-  // IPv6 link-local addresses are on every interface and name no pod: the JSON has them.
-  const addrs = pod.addresses.filter((a) => !a.toLowerCase().startsWith('fe80:'));
+  const addrs = shownAddrs(pod);
   return `${head}  → ${pod.name} (ifindex ${pod.ifindex}) in ${where}${addrs.length ? ` (${addrs.join(', ')})` : ''}`;
 }
 
 function overlayPeers(e: Explanation, dev: string): string[] {
-  const neighs: NeighView[] = e.neighbours.filter((n) => n.dev === dev && n.mac !== null);
+  // Permanent entries are the remote nodes (the kernel adds its own for multicast groups).
+  const neighs: NeighView[] = e.neighbours.filter((n) => n.dev === dev && n.mac !== null && n.permanent);
   return neighs.map((n) => {
     const fdb = e.fdb.filter((f) => f.dev === dev && f.mac.toLowerCase() === n.mac!.toLowerCase()).map((f) => f.dst);
     const routes = e.routes.filter((r) => r.dev === dev && r.gateway === n.ip).map((r) => r.dst);
@@ -83,7 +86,7 @@ export function renderText(e: Explanation): string {
     out.push('');
   }
   out.push('routes (main table)');
-  for (const r of e.routes) out.push(`  ${r.dst}${r.gateway ? ` via ${r.gateway}` : ''}${r.dev ? ` dev ${r.dev}` : ''}${r.onlink ? ' onlink' : ''}`);
+  for (const r of e.routes.filter((x) => !isLinkLocal(x.dst))) out.push(`  ${r.dst}${r.gateway ? ` via ${r.gateway}` : ''}${r.dev ? ` dev ${r.dev}` : ''}${r.onlink ? ' onlink' : ''}`);
   out.push('');
   const env = e.subnetEnv;
   out.push(
@@ -131,7 +134,7 @@ export function renderSvg(e: Explanation): string {
     const barW = Math.max(300, ports.length * (podW + gap));
     width = Math.max(width, barW + 40);
     parts.push(`<rect x="20" y="${y}" width="${barW}" height="34" rx="4" fill="#e3f2fd" stroke="${stroke(b.name)}"/>`);
-    parts.push(`<text x="30" y="${y + 22}" font-weight="bold">${esc(`${b.name}  ${b.addresses.join(' ')}  mtu ${b.mtu}  ${linkState(b)}`)}</text>`);
+    parts.push(`<text x="30" y="${y + 22}" font-weight="bold">${esc(`${b.name}  ${shownAddrs(b).join(' ')}  mtu ${b.mtu}  ${linkState(b)}`)}</text>`);
     if (ports.length === 0) parts.push(`<text x="30" y="${y + 52}" fill="#607d8b">${esc(b.name === 'docker0' ? "no ports: Docker's bridge, not used by pods" : 'no ports')}</text>`);
     ports.forEach((p, i) => {
       const x = 20 + i * (podW + gap);
@@ -140,14 +143,14 @@ export function renderSvg(e: Explanation): string {
       parts.push(`<text x="${x + 4}" y="${y + 50}" font-size="11">${esc(ipLinkName(p))}</text>`);
       parts.push(`<rect x="${x}" y="${y + 70}" width="${podW}" height="52" rx="4" fill="#f1f8e9" stroke="${pod ? stroke(`${pod.name} in ${pod.netns}`) : '#9e9e9e'}"/>`);
       parts.push(`<text x="${x + 6}" y="${y + 86}" font-size="11">${esc(pod ? `${pod.name} (if${pod.ifindex}) mtu ${pod.mtu}` : 'peer not found')}</text>`);
-      parts.push(`<text x="${x + 6}" y="${y + 100}" font-size="11">${esc(pod?.addresses[0] ?? '')}</text>`);
+      parts.push(`<text x="${x + 6}" y="${y + 100}" font-size="11">${esc(pod ? (shownAddrs(pod)[0] ?? '') : '')}</text>`);
       parts.push(`<text x="${x + 6}" y="${y + 114}" font-size="10" fill="#607d8b">${esc(pod?.netns ?? '')}</text>`);
     });
     y += ports.length ? 140 : 70;
   }
   for (const v of vxlans) {
     parts.push(`<rect x="20" y="${y}" width="300" height="34" rx="4" fill="#fff3e0" stroke="${stroke(v.name)}"/>`);
-    parts.push(`<text x="30" y="${y + 22}" font-weight="bold">${esc(`${v.name} VNI ${v.vxlan?.vni ?? '?'} ${v.addresses.join(' ')} mtu ${v.mtu}`)}</text>`);
+    parts.push(`<text x="30" y="${y + 22}" font-weight="bold">${esc(`${v.name} VNI ${v.vxlan?.vni ?? '?'} ${shownAddrs(v).join(' ')} mtu ${v.mtu}`)}</text>`);
     y += 50;
     for (const p of overlayPeers(e, v.name)) {
       parts.push(`<text x="40" y="${y}" font-size="11">${esc(`↔ ${p}`)}</text>`);
