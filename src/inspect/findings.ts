@@ -343,6 +343,8 @@ function forwardDropChecks(m: NodeModel, env: SubnetEnvView | null, out: Finding
   for (const t of m.firewall.iptables) {
     if (!t.available || t.forwardPolicy === null) continue;
     const clusterText = t.family === 4 ? env?.network[0] : env?.ipv6Network[0];
+    // A family the cluster does not use (IPv6 FORWARD on an IPv4-only cluster) carries no pod traffic.
+    if (env && !clusterText) continue;
     const cluster = clusterText ? tryCidr(clusterText) : null;
     // Without subnet.env only the policy can be judged; with it, DROP rules that may match the cluster's traffic count too.
     const dropAt = cluster ? t.forwardRules.findIndex((r) => dropsClusterTraffic(r, cluster)) : -1;

@@ -88,6 +88,16 @@ describe('findings (pure)', () => {
     assert.deepEqual(ids(m), ['forward-drop'], 'the jump after the DROP comes too late');
   });
 
+  it('forward-drop: an IPv6 FORWARD policy DROP matters only when the cluster has an IPv6 network', () => {
+    const m = healthy();
+    m.firewall.iptables.push({ variant: 'nft', family: 6, available: true, forwardPolicy: 'DROP', forwardRules: [], flannelFwdRules: null });
+    assert.deepEqual(ids(m), []);
+    m.subnetEnv.ipv6Network = ['fd00:10:244::/56'];
+    m.subnetEnv.ipv6Subnet = 'fd00:10:244:1::1/64';
+    assert.deepEqual(ids(m), ['forward-drop']);
+    assert.match(diagnose(m).find((f) => f.id === 'forward-drop')!.subject, /ip6tables-nft FORWARD/);
+  });
+
   it('subnet-env-missing: an incomplete file; subnet-env-stale: FLANNEL_SUBNET outside FLANNEL_NETWORK', () => {
     const m = healthy();
     m.subnetEnv.missingKeys = ['FLANNEL_MTU'];
