@@ -4,6 +4,7 @@ import { parseArgs } from 'node:util';
 import { kernelBench } from './kernel.js';
 import { cniBench } from './cni.js';
 import { conflistBench } from './conflist.js';
+import { explainBench } from './explain.js';
 
 const USAGE = `usage: npm run bench -- NAME [options]
 
@@ -14,7 +15,9 @@ benchmarks:
            --iterations N (30)  --ipmasq (with ipMasq, iptables)
   conflist kube-flannel's conflist (flannel, then portmap with a hostPort) as a runtime runs it:
            twill vs the reference chain, for each portmap backend
-           --iterations N (30)  --backend iptables|nftables (default: both)`;
+           --iterations N (30)  --backend iptables|nftables (default: both)
+  explain  twill explain --format json on a node with many pods (each its own namespace), target ≤ 1 s
+           --pods N (200)  --iterations N (5)`;
 
 async function main(): Promise<void> {
   const { positionals, values } = parseArgs({
@@ -22,7 +25,8 @@ async function main(): Promise<void> {
     options: {
       pairs: { type: 'string', default: '200' },
       namespaces: { type: 'string', default: '10' },
-      iterations: { type: 'string', default: '30' },
+      iterations: { type: 'string' },
+      pods: { type: 'string', default: '200' },
       ipmasq: { type: 'boolean', default: false },
       backend: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
@@ -46,14 +50,19 @@ async function main(): Promise<void> {
       break;
     }
     case 'cni': {
-      const result = await cniBench({ iterations: int(values.iterations, 'iterations', 2), ipMasq: values.ipmasq });
+      const result = await cniBench({ iterations: int(values.iterations ?? '30', 'iterations', 2), ipMasq: values.ipmasq });
       console.log(JSON.stringify(result));
       break;
     }
     case 'conflist': {
       const b = values.backend;
       if (b !== undefined && b !== 'iptables' && b !== 'nftables') throw new Error(`--backend must be iptables or nftables, got "${b}"`);
-      const result = await conflistBench({ iterations: int(values.iterations, 'iterations', 2), backends: b ? [b] : ['iptables', 'nftables'] });
+      const result = await conflistBench({ iterations: int(values.iterations ?? '30', 'iterations', 2), backends: b ? [b] : ['iptables', 'nftables'] });
+      console.log(JSON.stringify(result));
+      break;
+    }
+    case 'explain': {
+      const result = await explainBench({ pods: int(values.pods, 'pods', 1), iterations: int(values.iterations ?? '5', 'iterations', 1) });
       console.log(JSON.stringify(result));
       break;
     }

@@ -21,7 +21,7 @@ export async function buildProgram() {
     .showHelpAfterError('(run "twill --help" for usage)')
     .addHelpText(
       'after',
-      '\nSubcommands still to come with their issues: lab, explain (see README.md).\n' +
+      '\nSubcommands still to come with their issues: lab (see README.md).\n' +
         'Everything twill does to the kernel needs root (CAP_NET_ADMIN).',
     );
 
@@ -61,6 +61,33 @@ export async function buildProgram() {
     });
   const { registerAgentCommand } = await import('./agent-command.js');
   registerAgentCommand(program);
+  program
+    .command('explain')
+    .description("read this node's network (every namespace its veths lead into) and explain it: bridges, pods, overlay, findings")
+    .option('--netns <NAME>', 'explain the node in this named network namespace (/run/netns/NAME) instead of the current one')
+    .option('--format <F>', 'text, json, svg or html', 'text')
+    .option('--out <FILE>', 'write to FILE instead of stdout')
+    .option('--subnet-file <F>', "the node agent's subnet.env", '/run/flannel/subnet.env')
+    .option('--cni-data-dir <D>', "host-local's data directory", '/var/lib/cni/networks')
+    .addHelpText(
+      'after',
+      [
+        '',
+        'Reads only; changes nothing. Needs root (it enters the pods\' namespaces).',
+        'A veth shown by `ip link` as vethXXXX@if3 is explained as "→ eth0 (ifindex 3) in pod namespace X":',
+        'the number is the ifindex of its other end inside the pod\'s namespace, not a link of this one.',
+        'Findings and their fixes: docs/TROUBLESHOOTING.md. JSON schema: the same file, "JSON output".',
+      ].join('\n'),
+    )
+    .action(async (opts: { netns?: string; format: string; out?: string; subnetFile: string; cniDataDir: string }, command: { error(message: string): never }) => {
+      const { explainCommand, ExplainUsageError } = await import('./explain.js');
+      try {
+        await explainCommand(opts);
+      } catch (e) {
+        if (e instanceof ExplainUsageError) command.error(`twill explain: ${e.message}`);
+        throw e;
+      }
+    });
   return program;
 }
 

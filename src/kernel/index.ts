@@ -1,6 +1,6 @@
 // The kernel layer: typed objects in, typed objects out. Nothing above sees a Buffer.
 export { Handle } from './handle.js';
-export { Netns, openNetns, createNetns, deleteNetns, netnsExists, listNetns, NETNS_RUN_DIR } from './netns.js';
+export { Netns, openNetns, createNetns, deleteNetns, netnsExists, listNetns, listAllNetns, netnsKeyOf, openNetnsRef, NETNS_RUN_DIR, type NetnsRef } from './netns.js';
 export { KernelError, isExists, isNotFound, type KernelErrorKind } from './errors.js';
 export type { Link, LinkRef, LinkSpec, LinkAttrs, BridgePortAttrs, BridgeSpec, VethSpec, VxlanSpec, VethPeer, VxlanInfo, OperState } from './link.js';
 export type { BridgeInfo, BridgeVlan, BridgeVlanSpec, BridgePortVlans } from './link.js';

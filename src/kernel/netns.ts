@@ -1,4 +1,4 @@
-import { closeSync, existsSync, fstatSync, openSync, readdirSync } from 'node:fs';
+import { closeSync, existsSync, fstatSync, openSync, readdirSync, statSync } from 'node:fs';
 import { netnsAddon } from './native.js';
 import { KernelError, invalidArgument } from './errors.js';
 
@@ -94,5 +94,66 @@ export function listNetns(): string[] {
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code === 'ENOENT') return [];
     throw e;
+  }
+}
+
+/** A network namespace found on the machine: pinned by name under /run/netns, or held by processes. */
+export interface NetnsRef {
+  /** The name under /run/netns, else `pid:<lowest pid>` of the processes in it. */
+  name: string;
+  /** A path that opens it (/run/netns/NAME or /proc/PID/ns/net). */
+  path: string;
+  /** Identity (device:inode of its nsfs file), as Netns.key and Handle.nsKey. */
+  key: string;
+  /** Processes inside it (empty for a pinned namespace no process runs in). */
+  pids: number[];
+}
+
+/** The identity of the namespace at an nsfs path, or null when it is gone (a process exited). */
+export function netnsKeyOf(path: string): string | null {
+  try {
+    const st = statSync(path);
+    return `${st.dev}:${st.ino}`;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * Every network namespace this process can see: the named ones, then those only
+ * processes hold (a pod sandbox's pause process, for example), one entry per
+ * namespace. Reads /run/netns and /proc; changes nothing.
+ */
+export function listAllNetns(): NetnsRef[] {
+  const byKey = new Map<string, NetnsRef>();
+  for (const name of listNetns()) {
+    const path = `${NETNS_RUN_DIR}/${name}`;
+    const key = netnsKeyOf(path);
+    if (key !== null && !byKey.has(key)) byKey.set(key, { name, path, key, pids: [] });
+  }
+  let entries: string[];
+  try {
+    entries = readdirSync('/proc');
+  } catch {
+    entries = [];
+  }
+  const pids = entries.filter((e) => /^\d+$/.test(e)).map(Number).sort((a, b) => a - b);
+  for (const pid of pids) {
+    const path = `/proc/${pid}/ns/net`;
+    const key = netnsKeyOf(path);
+    if (key === null) continue;
+    const known = byKey.get(key);
+    if (known) known.pids.push(pid);
+    else byKey.set(key, { name: `pid:${pid}`, path, key, pids: [pid] });
+  }
+  return [...byKey.values()];
+}
+
+/** Opens a namespace found by listAllNetns, under its name there. */
+export function openNetnsRef(ref: NetnsRef): Netns {
+  try {
+    return new Netns(ref.name, ref.path, openSync(ref.path, 'r'));
+  } catch (e) {
+    throw fromSystemError('open', `netns "${ref.name}"`, e);
   }
 }
