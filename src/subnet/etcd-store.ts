@@ -30,7 +30,7 @@
 // another one from exactly there, for up to timeoutMs, before it reports a
 // StoreError.
 import { readFileSync } from 'node:fs';
-import { CompareResult, CompareTarget, Etcd3, Range, type IKeyValue, type IWatchRequest, type IWatchResponse, type IDuplexStream, type KVClient } from 'etcd3';
+import { CompareResult, CompareTarget, Etcd3, Range, isRecoverableError, type IKeyValue, type IWatchRequest, type IWatchResponse, type IDuplexStream, type KVClient } from 'etcd3';
 import { decodeAttrs, encodeAttrs, leaseKey, parseLeaseKey, type Lease } from './lease.js';
 import { CompactedError, LeaseGoneError, StoreError, type ListResult, type MalformedLease, type StoredLease, type SubnetStore, type WatchEvent, type Watcher } from './store.js';
 
@@ -172,6 +172,30 @@ export class EtcdStore implements SubnetStore {
     return new StoreError(op, this.description, message, key, { cause: e });
   }
 
+  /**
+   * One call, again on a transient failure (a member down, an election) until
+   * the operation's deadline: the client's own retries give up after three
+   * tries and skip a member for 5 s once it failed thrice, which a failover
+   * easily exhausts.
+   */
+  private async retry<T>(o: CallOptions, fn: () => Promise<T>): Promise<T> {
+    const deadline = typeof o.deadline === 'number' ? o.deadline : Date.now() + this.timeoutMs;
+    // What went wrong on the wire, rather than "the circuit breaker is open" that follows it.
+    let cause: unknown = null;
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await fn();
+      } catch (e) {
+        const skipped = e instanceof Error && /circuit breaker is open/.test(e.message);
+        if (!skipped) cause = e;
+        const transient = e instanceof Error && (skipped || isRecoverableError(e) || /leader changed|no leader|not capable/i.test(e.message));
+        const pause = Math.min(50 * attempt, 500);
+        if (!transient || this.closed || Date.now() + pause >= deadline) throw cause ?? e;
+        await new Promise((r) => setTimeout(r, pause));
+      }
+    }
+  }
+
   private async run<T>(op: string, key: string | undefined, fn: (o: CallOptions) => Promise<T>): Promise<T> {
     this.check(op, key);
     try {
@@ -189,7 +213,7 @@ export class EtcdStore implements SubnetStore {
 
   async readNetworkConfig(): Promise<string | null> {
     return this.run('read config', `${this.prefix}/config`, async (o) => {
-      const res = await this.client.kv.range({ key: Buffer.from(`${this.prefix}/config`) }, o);
+      const res = await this.retry(o, () => this.client.kv.range({ key: Buffer.from(`${this.prefix}/config`) }, o));
       return res.kvs[0]?.value.toString() ?? null;
     });
   }
@@ -197,7 +221,7 @@ export class EtcdStore implements SubnetStore {
   /** An etcd lease of ceil(ttlMs) whole seconds (etcd may round it up to its minimum); its ID and expiry. */
   private async grant(ttlMs: number, o: CallOptions): Promise<{ id: string; expiresAt: number }> {
     const t0 = Date.now();
-    const g = await this.client.leaseClient.leaseGrant({ TTL: Math.ceil(ttlMs / 1000) }, o);
+    const g = await this.retry(o, () => this.client.leaseClient.leaseGrant({ TTL: Math.ceil(ttlMs / 1000) }, o));
     if (g.error) throw new Error(`etcd refused a lease: ${g.error}`);
     // The lease started at the leader, somewhere between t0 and now: t0 errs on the early side.
     const expiresAt = t0 + Number(g.TTL) * 1000;
@@ -213,8 +237,8 @@ export class EtcdStore implements SubnetStore {
     try {
       const o = this.deadline();
       // A lease that still holds other keys is someone else's arrangement: leave it.
-      if (onlyIfEmpty && (await this.client.leaseClient.leaseTimeToLive({ ID: id, keys: true }, o)).keys.length > 0) return;
-      await this.client.leaseClient.leaseRevoke({ ID: id }, o);
+      if (onlyIfEmpty && (await this.retry(o, () => this.client.leaseClient.leaseTimeToLive({ ID: id, keys: true }, o))).keys.length > 0) return;
+      await this.retry(o, () => this.client.leaseClient.leaseRevoke({ ID: id }, o));
     } catch {
       // Expired already, or etcd is away: the TTL cleans up.
     }
@@ -227,14 +251,14 @@ export class EtcdStore implements SubnetStore {
     const known = this.granted.get(id);
     if (known !== undefined) return known;
     const t0 = Date.now();
-    const r = await this.client.leaseClient.leaseTimeToLive({ ID: id }, o);
+    const r = await this.retry(o, () => this.client.leaseClient.leaseTimeToLive({ ID: id }, o));
     const ttl = Number(r.TTL);
     return ttl < 0 ? -1 : t0 + ttl * 1000;
   }
 
   async list(): Promise<ListResult> {
     return this.run('list', undefined, async (o) => {
-      const res = await this.client.kv.range(this.subnetsRange(), o);
+      const res = await this.retry(o, () => this.client.kv.range(this.subnetsRange(), o));
       const ids = [...new Set(res.kvs.map((kv) => kv.lease))];
       const expiry = new Map(await Promise.all(ids.map(async (id) => [id, await this.expiryOf(id, o)] as const)));
       const leases: StoredLease[] = [];
@@ -263,11 +287,11 @@ export class EtcdStore implements SubnetStore {
       let expiresAt: number | null = null;
       try {
         if (ttlMs !== null) ({ id: leaseId, expiresAt } = await this.grant(ttlMs, o));
-        const r = await this.client.kv.txn({
+        const r = await this.retry(o, () => this.client.kv.txn({
           compare: [{ key: k, target: CompareTarget.Version, result: CompareResult.Equal, version: 0 }],
           success: [{ request_put: { key: k, value: Buffer.from(encodeAttrs(lease.attrs)), lease: leaseId } }],
           failure: [{ request_range: { key: k } }],
-        }, o);
+        }, o));
         if (r.succeeded) return { key, lease: { ...lease, expiresAt }, modRevision: Number(r.header.revision) };
         const current = r.responses[0]?.response_range.kvs[0];
         if (leaseId !== '0' && current?.lease === leaseId) return { key, lease: { ...lease, expiresAt }, modRevision: Number(current.mod_revision) };
@@ -291,13 +315,13 @@ export class EtcdStore implements SubnetStore {
       let modRevision: number;
       try {
         if (ttlMs !== null) ({ id: leaseId, expiresAt } = await this.grant(ttlMs, o));
-        const r = await this.client.kv.txn({
+        const r = await this.retry(o, () => this.client.kv.txn({
           compare: [expectRevision === undefined
             ? { key: k, target: CompareTarget.Version, result: CompareResult.Greater, version: 0 }
             : { key: k, target: CompareTarget.Mod, result: CompareResult.Equal, mod_revision: expectRevision }],
           success: [{ request_put: { key: k, value: Buffer.from(encodeAttrs(lease.attrs)), lease: leaseId, prev_kv: true } }],
           failure: [{ request_range: { key: k } }],
-        }, o);
+        }, o));
         if (r.succeeded) {
           previous = r.responses[0]?.response_put.prev_kv ?? undefined;
           modRevision = Number(r.header.revision);
@@ -321,12 +345,12 @@ export class EtcdStore implements SubnetStore {
   async remove(key: string, expectRevision?: number): Promise<boolean> {
     const k = Buffer.from(this.subnets + key);
     return this.run('remove', key, async (o) => {
-      const r = await this.client.kv.txn({
+      const r = await this.retry(o, () => this.client.kv.txn({
         compare: [expectRevision === undefined
           ? { key: k, target: CompareTarget.Version, result: CompareResult.Greater, version: 0 }
           : { key: k, target: CompareTarget.Mod, result: CompareResult.Equal, mod_revision: expectRevision }],
         success: [{ request_delete_range: { key: k, prev_kv: true } }],
-      }, o);
+      }, o));
       const gone = r.succeeded ? r.responses[0]?.response_delete_range.prev_kvs[0] : undefined;
       if (gone) await this.revoke(gone.lease, true);
       return gone !== undefined;
