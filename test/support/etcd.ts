@@ -75,14 +75,13 @@ export interface EtcdOptions {
 }
 
 export class EtcdCluster {
-  readonly members: EtcdMember[];
-  private readonly root: string;
   private destroyed = false;
 
-  private constructor(root: string, members: EtcdMember[]) {
-    this.root = root;
-    this.members = members;
-  }
+  private constructor(
+    /** The temp dir holding every member's data dir and log. */
+    readonly root: string,
+    readonly members: EtcdMember[],
+  ) {}
 
   /** Starts the members and waits until every one reports healthy. */
   static async start(opts: EtcdOptions = {}): Promise<EtcdCluster> {
