@@ -112,6 +112,7 @@ export class Agent {
     const previous = this.previousSubnets();
     this.manager = new LeaseManager(this.store, {
       renewMarginMs: o.renewMarginMs,
+      watchRetryMs: o.storeRetryMs,
       log: (m) => this.log.info(m),
       onOwnLeaseLost: (e) => this.ownLeaseLost(e),
     });

@@ -11,8 +11,15 @@ export async function openStore(spec: StoreSpec): Promise<SubnetStore> {
       const { LocalStore } = await import('../subnet/local-store.js');
       return new LocalStore(spec.path);
     }
-    case 'etcd':
-      throw new StoreChoiceError('the etcd store is not built into this version yet');
+    case 'etcd': {
+      const { EtcdStore } = await import('../subnet/etcd-store.js');
+      const opt = <T>(v: T | null) => v ?? undefined;
+      return new EtcdStore({
+        endpoints: spec.endpoints, prefix: spec.prefix,
+        caFile: opt(spec.caFile), certFile: opt(spec.certFile), keyFile: opt(spec.keyFile),
+        username: opt(spec.username), password: opt(spec.password),
+      });
+    }
     case 'kube':
       throw new StoreChoiceError('the Kubernetes store (--store kube, --kube-subnet-mgr) is not built yet: use --store local:PATH or --store etcd:URL');
   }

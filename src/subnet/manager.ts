@@ -68,6 +68,8 @@ export interface ManagerOptions {
   renewMarginMs?: number;
   /** Wait before retrying a failed renewal or a failed watch. */
   retryMs?: number;
+  /** Wait before listing again after the watch failed (default: retryMs); an agent wants to catch up soon after an outage. */
+  watchRetryMs?: number;
   clock?: Clock;
   random?: () => number;
   log?: (message: string) => void;
@@ -116,6 +118,7 @@ export class LeaseManager {
   private readonly ttlMs: number;
   private readonly marginMs: number;
   private readonly retryMs: number;
+  private readonly watchRetryMs: number;
   private readonly clock: Clock;
   private readonly random: () => number;
   private readonly log: (m: string) => void;
@@ -136,7 +139,8 @@ export class LeaseManager {
     this.ttlMs = opts.ttlMs ?? LEASE_TTL_MS;
     this.marginMs = opts.renewMarginMs ?? DEFAULT_RENEW_MARGIN_MS;
     this.retryMs = opts.retryMs ?? RENEW_RETRY_MS;
-    if (!(this.ttlMs > 0) || !(this.marginMs >= 0) || !(this.retryMs > 0)) throw new RangeError('ttlMs and retryMs must be positive, renewMarginMs not negative');
+    this.watchRetryMs = opts.watchRetryMs ?? this.retryMs;
+    if (!(this.ttlMs > 0) || !(this.marginMs >= 0) || !(this.retryMs > 0) || !(this.watchRetryMs > 0)) throw new RangeError('ttlMs and retryMs must be positive, renewMarginMs not negative');
     this.clock = opts.clock ?? systemClock;
     this.random = opts.random ?? Math.random;
     this.log = opts.log ?? (() => undefined);
@@ -377,7 +381,7 @@ export class LeaseManager {
       retry = this.clock.setTimeout(() => {
         retry = null;
         void sync();
-      }, this.retryMs);
+      }, this.watchRetryMs);
     };
     const sync = async () => {
       if (stopped) return;

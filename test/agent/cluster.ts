@@ -31,14 +31,20 @@ export class TestCluster {
   private plugins = twillPluginDir();
   private pods = 0;
 
-  constructor(readonly opts: { nodes: number; ipv4?: boolean; ipv6?: boolean; prefix?: string }) {}
+  /** Hosts on the underlay that are not nodes (etcd members, an outside host), by name. */
+  readonly extra: Record<string, TestHost> = {};
+
+  /** extra: more hosts on the underlay, at 198.18.0.101, .102, ... in order. */
+  constructor(readonly opts: { nodes: number; ipv4?: boolean; ipv6?: boolean; extra?: string[] }) {}
 
   async build(): Promise<void> {
     const v4 = this.opts.ipv4 ?? true;
     const v6 = this.opts.ipv6 ?? false;
     const names = Array.from({ length: this.opts.nodes }, (_, i) => `n${i + 1}`);
     const addrs = Object.fromEntries(names.map((n, i) => [n, `198.18.0.${i + 1}/24`]));
+    for (const [i, name] of (this.opts.extra ?? []).entries()) addrs[name] = `198.18.0.${101 + i}/24`;
     const { hosts } = await this.hosts.underlay(addrs);
+    for (const name of this.opts.extra ?? []) this.extra[name] = hosts[name]!;
     for (const [i, name] of names.entries()) {
       const host = hosts[name]!;
       if (v6) await host.handle.addAddr('eth0', `fd18::${i + 1}/64`, { noDad: true });
