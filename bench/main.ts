@@ -5,6 +5,7 @@ import { kernelBench } from './kernel.js';
 import { cniBench } from './cni.js';
 import { conflistBench } from './conflist.js';
 import { explainBench } from './explain.js';
+import { agentBench } from './agent.js';
 
 const USAGE = `usage: npm run bench -- NAME [options]
 
@@ -16,6 +17,8 @@ benchmarks:
   conflist kube-flannel's conflist (flannel, then portmap with a hostPort) as a runtime runs it:
            twill vs the reference chain, for each portmap backend
            --iterations N (30)  --backend iptables|nftables (default: both)
+  agent    the node agent vs flanneld on one etcd: lease → route convergence, and a cold start
+           with many leases (time, RSS)   --leases N (100)  --scale N (2000)
   explain  twill explain --format json on a node with many pods (each its own namespace), target ≤ 1 s
            --pods N (200)  --iterations N (5)`;
 
@@ -27,6 +30,8 @@ async function main(): Promise<void> {
       namespaces: { type: 'string', default: '10' },
       iterations: { type: 'string' },
       pods: { type: 'string', default: '200' },
+      leases: { type: 'string', default: '100' },
+      scale: { type: 'string', default: '2000' },
       ipmasq: { type: 'boolean', default: false },
       backend: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
@@ -58,6 +63,11 @@ async function main(): Promise<void> {
       const b = values.backend;
       if (b !== undefined && b !== 'iptables' && b !== 'nftables') throw new Error(`--backend must be iptables or nftables, got "${b}"`);
       const result = await conflistBench({ iterations: int(values.iterations ?? '30', 'iterations', 2), backends: b ? [b] : ['iptables', 'nftables'] });
+      console.log(JSON.stringify(result));
+      break;
+    }
+    case 'agent': {
+      const result = await agentBench({ leases: int(values.leases, 'leases', 1), scale: int(values.scale, 'scale', 1) });
       console.log(JSON.stringify(result));
       break;
     }

@@ -89,6 +89,7 @@ export class DataPlane {
         this.metrics.leasesKnown.set(this.peers.size);
         return this.enqueue(() => this.sync('snapshot')).then(() => {
           this.synced = true;
+          this.log.info({ peers: this.peers.size, ms: Math.round(performance.now() - received) }, 'programmed every peer');
           this.metrics.programmingSeconds.observe({ event: 'snapshot' }, (performance.now() - received) / 1000);
         });
       case 'added':

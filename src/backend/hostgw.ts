@@ -6,6 +6,7 @@ import { formatCidr, type Cidr } from '../ipam/addr.js';
 import type { Lease } from '../subnet/lease.js';
 import { TWILL_ROUTE_PROTOCOL, type Backend, type Repair } from './backend.js';
 import { connectedNetworks, onLinkIn } from './onlink.js';
+import { pipelined } from './pipeline.js';
 
 export class HostGwError extends Error {}
 
@@ -62,6 +63,7 @@ export class HostGwBackend implements Backend {
     ]);
     const have = new Map(routes.filter((r) => r.table === 254).map((r) => [r.dst, r]));
     const want = new Set<string>();
+    const ops: (() => Promise<void>)[] = [];
     for (const lease of peers) {
       for (const [subnet, via] of routesOf(lease)) {
         if (!onLinkIn(subnet.ip.family === 4 ? net4 : net6, via)) continue;
@@ -69,11 +71,12 @@ export class HostGwBackend implements Backend {
         want.add(dst);
         const r = have.get(dst);
         if (!r || r.gateway !== via || r.ifindex !== dev.ifindex) {
-          await this.h.replaceRoute({ dst, gateway: via, device: dev, protocol: TWILL_ROUTE_PROTOCOL });
+          ops.push(() => this.h.replaceRoute({ dst, gateway: via, device: dev, protocol: TWILL_ROUTE_PROTOCOL }));
           repairs.push({ object: 'route', kind: r ? 'wrong' : 'missing', what: `${dst} via ${via} dev ${this.underlayDevice}` });
         }
       }
     }
+    await pipelined(ops);
     for (const r of have.values()) {
       if (want.has(r.dst)) continue;
       await this.h.deleteRoute({ dst: r.dst, protocol: TWILL_ROUTE_PROTOCOL }).catch((e: unknown) => {

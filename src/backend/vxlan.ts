@@ -9,6 +9,7 @@ import { formatAddr, formatCidr, type Cidr } from '../ipam/addr.js';
 import type { Lease } from '../subnet/lease.js';
 import { TWILL_ROUTE_PROTOCOL, type Backend, type Repair } from './backend.js';
 import { connectedNetworks, onLinkIn } from './onlink.js';
+import { pipelined } from './pipeline.js';
 
 export interface VxlanOptions {
   /** Which of the lease's families this device carries (default 4). */
@@ -247,33 +248,41 @@ export class VxlanBackend implements Backend {
     const wantFdb = new Set<string>();
     const wantRoute = new Set<string>();
 
+    // Three phases, in flannel's order for every peer at once: all neighbours, then all FDB
+    // entries, then the routes that make traffic flow. Within a phase the requests are
+    // pipelined on the netlink socket (a cold start with thousands of peers).
+    const neighOps: (() => Promise<void>)[] = [];
+    const fdbOps: (() => Promise<void>)[] = [];
+    const routeOps: (() => Promise<void>)[] = [];
     for (const p of plans) {
       wantRoute.add(p.subnet);
       const have = routeByDst.get(p.subnet);
       if (p.direct) {
         if (!have || have.gateway !== p.gateway || have.ifindex !== underlayIndex) {
-          await this.h.replaceRoute({ dst: p.subnet, gateway: p.gateway, device: this.opts.underlayDevice, protocol: TWILL_ROUTE_PROTOCOL });
+          routeOps.push(() => this.h.replaceRoute({ dst: p.subnet, gateway: p.gateway, device: this.opts.underlayDevice, protocol: TWILL_ROUTE_PROTOCOL }));
           repairs.push({ object: 'route', kind: have ? 'wrong' : 'missing', what: `${p.subnet} via ${p.gateway} dev ${this.opts.underlayDevice}` });
         }
         continue;
       }
       wantNeigh.add(p.gateway);
       wantFdb.add(fdbKey(p.mac, p.publicIp));
-      // flannel's order: neighbour, FDB entry, then the route that makes traffic flow.
       const n = neighByIp.get(p.gateway);
       if (!n || n.mac !== p.mac) {
-        await this.h.replaceNeigh(dev, p.gateway, p.mac);
+        neighOps.push(() => this.h.replaceNeigh(dev, p.gateway, p.mac));
         repairs.push({ object: 'neighbour', kind: n ? 'wrong' : 'missing', what: `${p.gateway} lladdr ${p.mac} dev ${this.device}` });
       }
       if (!fdbHave.has(fdbKey(p.mac, p.publicIp))) {
-        await this.h.replaceFdb(dev, p.mac, p.publicIp);
+        fdbOps.push(() => this.h.replaceFdb(dev, p.mac, p.publicIp));
         repairs.push({ object: 'fdb', kind: 'missing', what: `${p.mac} dst ${p.publicIp} dev ${this.device}` });
       }
       if (!have || have.gateway !== p.gateway || have.ifindex !== dev.ifindex || !have.onlink) {
-        await this.h.replaceRoute({ dst: p.subnet, gateway: p.gateway, device: dev, onlink: true, protocol: TWILL_ROUTE_PROTOCOL });
+        routeOps.push(() => this.h.replaceRoute({ dst: p.subnet, gateway: p.gateway, device: dev, onlink: true, protocol: TWILL_ROUTE_PROTOCOL }));
         repairs.push({ object: 'route', kind: have ? 'wrong' : 'missing', what: `${p.subnet} via ${p.gateway} dev ${this.device} onlink` });
       }
     }
+    await pipelined(neighOps);
+    await pipelined(fdbOps);
+    await pipelined(routeOps);
 
     const ignoreGone = (e: unknown) => { if (!isNotFound(e)) throw e; };
     for (const r of routeByDst.values()) {

@@ -14,7 +14,13 @@ export interface ParsedCidr extends ParsedIp {
   prefixLen: number;
 }
 
+const DOTTED_QUAD = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)$/;
+
 export function parseIp(value: string, ctx: ErrorContext): ParsedIp {
+  // The common case, on every route and neighbour of a sync: one regular expression
+  // instead of ipaddr.js's four passes. Anything else (IPv6, odd forms) goes the long way.
+  const quad = DOTTED_QUAD.exec(value);
+  if (quad) return { family: 4, bytes: Buffer.from([+quad[1]!, +quad[2]!, +quad[3]!, +quad[4]!]), text: value };
   if (!ipaddr.isValid(value) || (value.includes('.') && !ipaddr.IPv4.isValidFourPartDecimal(value) && !value.includes(':'))) {
     throw invalidArgument(ctx, `"${value}" is not an IP address`);
   }
@@ -37,6 +43,7 @@ export function parseCidr(value: string, ctx: ErrorContext): ParsedCidr {
 }
 
 export function formatIp(bytes: Buffer): string {
+  if (bytes.length === 4) return `${bytes[0]}.${bytes[1]}.${bytes[2]}.${bytes[3]}`;
   return ipaddr.fromByteArray([...bytes]).toString();
 }
 

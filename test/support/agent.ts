@@ -85,6 +85,10 @@ export class AgentProcess {
     });
   }
 
+  get pid(): number {
+    return this.child.pid!;
+  }
+
   ready(timeoutMs?: number): Promise<LogLine> {
     return this.waitFor('ready', timeoutMs);
   }

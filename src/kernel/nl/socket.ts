@@ -1,6 +1,8 @@
 // The package index also loads generated nl80211/wireguard/rtnetlink codecs
 // (~40 ms at start, measured); twill needs only the socket layer.
-import { createNetlink, type NetlinkSocket } from 'netlink/dist/netlink.js';
+import { NetlinkSocket } from 'netlink/dist/netlink.js';
+import type { NetlinkMessage } from 'netlink/dist/structs.js';
+import { RawNetlinkSocket } from 'netlink/dist/raw.js';
 import { errnoError, type ErrorContext } from '../errors.js';
 import { NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR } from './constants.js';
 
@@ -12,12 +14,67 @@ export interface Message {
   data: Buffer;
 }
 
+/** Largest datagram of coalesced requests (the kernel takes any size; this bounds one burst of replies). */
+const MAX_COALESCED_BYTES = 32 << 10;
+const NLMSG_HDRLEN = 16;
+
+type ReplyCallback = (err: Error | null, msgs?: NetlinkMessage[]) => void;
+
+/**
+ * The package's socket, plus requests that are queued and sent together: the
+ * kernel handles every message of a datagram in turn and answers each one, so
+ * requests issued in the same tick (a sync programming thousands of peers) cost
+ * one send instead of one event-loop round trip each.
+ */
+class CoalescingSocket extends NetlinkSocket {
+  private queued: { msg: Buffer; done: ReplyCallback }[] = [];
+  private queuedBytes = 0;
+  private flushScheduled = false;
+
+  requestCoalesced(type: number, flags: number, body: Buffer): Promise<NetlinkMessage[]> {
+    const seq = this.generateSeq();
+    const len = NLMSG_HDRLEN + body.length;
+    const msg = Buffer.alloc((len + 3) & ~3);
+    msg.writeUInt32LE(len, 0);
+    msg.writeUInt16LE(type, 4);
+    msg.writeUInt16LE(flags, 6);
+    msg.writeUInt32LE(seq, 8);
+    body.copy(msg, NLMSG_HDRLEN);
+    return new Promise<NetlinkMessage[]>((resolve, reject) => {
+      const done: ReplyCallback = (err, msgs) => {
+        this.dropRef(seq);
+        if (err) reject(err);
+        else resolve(msgs ?? []);
+      };
+      this.makeRef(seq, done);
+      if (this.queuedBytes + msg.length > MAX_COALESCED_BYTES) this.flush();
+      this.queued.push({ msg, done });
+      this.queuedBytes += msg.length;
+      if (!this.flushScheduled) {
+        this.flushScheduled = true;
+        queueMicrotask(() => this.flush());
+      }
+    });
+  }
+
+  private flush(): void {
+    this.flushScheduled = false;
+    const batch = this.queued;
+    if (batch.length === 0) return;
+    this.queued = [];
+    this.queuedBytes = 0;
+    this.socket.send(Buffer.concat(batch.map((b) => b.msg)), {}, (error) => {
+      if (error) for (const b of batch) b.done(error);
+    });
+  }
+}
+
 /**
  * One rtnetlink socket, bound to the namespace that was current on the thread
  * when it was opened. Requests are matched to replies by sequence number.
  */
 export class RouteSocket {
-  private readonly sock: NetlinkSocket;
+  private readonly sock: CoalescingSocket;
   private closed = false;
   // Requests may be in flight together, but a socket runs one dump at a time
   // (the kernel answers a second one with EBUSY), and a dump's parts must not
@@ -29,12 +86,13 @@ export class RouteSocket {
 
   /** Opens a socket in the calling thread's current namespace. */
   constructor(private readonly netnsLabel: string | null, options: { listen?: boolean } = {}) {
-    this.sock = createNetlink(NETLINK_ROUTE, {
+    const opts = {
       ref: options.listen ?? false,
       // Event bursts (a whole node's routes at start) must not overflow the queue.
       recvBufferSize: options.listen ? 8 << 20 : 1 << 20,
       sendBufferSize: 1 << 20,
-    });
+    };
+    this.sock = new CoalescingSocket(new RawNetlinkSocket(NETLINK_ROUTE, opts), opts);
     // Without a listener an asynchronous socket error would crash the process.
     this.sock.on('error', () => undefined);
   }
@@ -59,10 +117,9 @@ export class RouteSocket {
     this.inFlight++;
     let msgs;
     try {
-      [msgs] = await this.sock.request(type, body, {
-        flags: flags | NLM_F_REQUEST | NLM_F_ACK,
-        checkError: false,
-      });
+      msgs = isDump
+        ? (await this.sock.request(type, body, { flags: flags | NLM_F_REQUEST | NLM_F_ACK, checkError: false }))[0]
+        : await this.sock.requestCoalesced(type, flags | NLM_F_REQUEST | NLM_F_ACK, body);
     } finally {
       this.inFlight--;
       if (this.inFlight === 0) for (const wake of this.idleWaiters.splice(0)) wake();
