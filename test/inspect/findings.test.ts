@@ -35,6 +35,7 @@ function healthy(): NodeModel {
     firewall: { iptables: [{ variant: 'nft', family: 4, available: true, forwardPolicy: 'ACCEPT', forwardRules: [], flannelFwdRules: null }], nftForwardChains: [], errors: [] },
     sysctls: { ipForward: '1', bridgeNfCallIptables: '1', rpFilter: { all: '0', default: '0' } },
     offload: { kernel: '6.1.0', kernelFixed: true, devices: [] },
+    store: null,
   };
 }
 
