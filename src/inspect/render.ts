@@ -95,6 +95,17 @@ export function renderText(e: Explanation): string {
       : `subnet.env ${env.path}: ${env.error ?? 'not found'}`,
   );
   out.push(`host-local ${e.ipam.dataDir}: ${e.ipam.found ? `${e.ipam.allocations.length} allocations` : e.ipam.error ?? 'no data directory'}`);
+  if (e.store) {
+    const own = e.store.leases.find((l) => l.own);
+    out.push(
+      e.store.error !== null
+        ? `store ${e.store.description}: not read (${e.store.error})`
+        : `store ${e.store.description}: ${e.store.leases.length} lease${e.store.leases.length === 1 ? '' : 's'} at revision ${e.store.revision ?? '?'}, this node's ${own ? (own.subnet ?? own.ipv6Subnet) : '(not found)'}${e.store.malformed.length ? `, ${e.store.malformed.length} malformed` : ''}`,
+    );
+    for (const l of e.store.leases.filter((x) => !x.own)) {
+      out.push(`  lease ${l.key}: node ${l.publicIp ?? l.publicIpv6 ?? '?'} ${l.backendType || '(no backend)'}${l.vtepMac ? ` VtepMAC ${l.vtepMac}` : ''}`);
+    }
+  }
   const rp = Object.entries(e.sysctls.rpFilter).map(([k, v]) => `${k}=${v ?? '?'}`).join(' ');
   out.push(`sysctls: ip_forward=${e.sysctls.ipForward ?? '?'} bridge-nf-call-iptables=${e.sysctls.bridgeNfCallIptables ?? '(br_netfilter not loaded)'} rp_filter ${rp}`);
   const fw = e.firewall.iptables.filter((t) => t.available && t.forwardPolicy !== null).map((t) => `${t.family === 4 ? 'iptables' : 'ip6tables'}-${t.variant} FORWARD policy ${t.forwardPolicy}${t.flannelFwdRules ? ', FLANNEL-FWD present' : ''}`);

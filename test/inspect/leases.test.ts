@@ -135,6 +135,10 @@ describe('twill explain --store: three agents on a local store, their leases as 
     const healthy = await cli(args);
     assert.equal(healthy.code, 0, healthy.stderr);
     assert.equal((JSON.parse(healthy.stdout) as Explanation).store?.leases.length, 3);
+    const text = await cli(args.slice(0, -2));
+    assert.equal(text.code, 0, text.stderr);
+    assert.match(text.stdout, new RegExp(`store local:${db.replace(/[.]/g, '\\.')}: 3 leases at revision \\d+, this node's ${ownSubnet(n1).replace(/\./g, '\\.')}`));
+    assert.match(text.stdout, new RegExp(`lease ${peer.subnet.replace('/', '-').replace(/\./g, '\\.')}: node ${n2.ip!.replace(/\./g, '\\.')} vxlan VtepMAC ${peer.mac}`));
     const route = { dst: peer.subnet, gateway: peer.gw, device: 'flannel.1', onlink: true, protocol: 87 };
     await n1.host.handle.deleteRoute(route);
     try {
