@@ -70,7 +70,10 @@ const STORE_CHOICES =
   '--store etcd:URL[,URL] (or flannel\'s --etcd-endpoints), or --store kube (flannel\'s --kube-subnet-mgr). ' +
   'twill has no default store: nodes that each lease from a private store would hand out the same subnets.';
 
-export function resolveStore(raw: RawOptions): StoreSpec {
+/** The flags that choose a store: `twill explain --store` resolves them the same way. */
+export type StoreFlags = Pick<RawOptions, 'store' | 'etcdEndpoints' | 'etcdPrefix' | 'etcdCafile' | 'etcdCertfile' | 'etcdKeyfile' | 'etcdUsername' | 'etcdPassword' | 'kubeSubnetMgr'>;
+
+export function resolveStore(raw: StoreFlags): StoreSpec {
   const etcd = (endpoints: string[]): StoreSpec => {
     for (const e of endpoints) {
       if (!/^https?:\/\/[^/]+\/?$/.test(e)) throw new InvalidArgumentError(`etcd endpoint ${JSON.stringify(e)} is not a URL like http://10.0.0.1:2379`);

@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import type { ExplainCliOptions } from './explain.js';
 
 // Set by scripts/bundle.mjs (esbuild `define`): a bundle or SEA has no package.json beside it.
 declare const TWILL_VERSION: string | undefined;
@@ -69,6 +70,15 @@ export async function buildProgram() {
     .option('--out <FILE>', 'write to FILE instead of stdout')
     .option('--subnet-file <F>', "the node agent's subnet.env", '/run/flannel/subnet.env')
     .option('--cni-data-dir <D>', "host-local's data directory", '/var/lib/cni/networks')
+    .option('--store <SPEC>', "the agents' lease store, local:PATH | etcd:URL[,URL]: the other nodes' leases become what the overlay must hold")
+    .option('--etcd-endpoints <URLS>', 'etcd endpoints, comma-separated (same as --store etcd:URLS)')
+    .option('--etcd-prefix <PREFIX>', 'etcd key prefix, as the agents use', '/coreos.com/network')
+    .option('--etcd-cafile <FILE>', 'CA certificate to verify etcd')
+    .option('--etcd-certfile <FILE>', 'client certificate for etcd')
+    .option('--etcd-keyfile <FILE>', 'client key for etcd')
+    .option('--etcd-username <NAME>', 'etcd user')
+    .option('--etcd-password <PASSWORD>', 'etcd password')
+    .option('--exit-zero', 'exit 0 even when a finding is an error')
     .addHelpText(
       'after',
       [
@@ -76,15 +86,28 @@ export async function buildProgram() {
         'Reads only; changes nothing. Needs root (it enters the pods\' namespaces).',
         'A veth shown by `ip link` as vethXXXX@if3 is explained as "→ eth0 (ifindex 3) in pod namespace X":',
         'the number is the ifindex of its other end inside the pod\'s namespace, not a link of this one.',
+        '',
+        'With --store, the leases of the other nodes are the truth for the overlay: each must have its',
+        'neighbour, FDB entry and route (vxlan) or its route (host-gw) here, and routes, FDB entries and',
+        'neighbours of nodes that no lease names are stale. Without it, the overlay is judged from the',
+        'kernel state alone (a route without its neighbour, a neighbour without its FDB entry, ...).',
+        '',
+        'Exit status: 0 when no finding is an error (warnings and info do not count), 1 when one is',
+        '(0 with --exit-zero), 2 for bad arguments.',
         'Findings and their fixes: docs/TROUBLESHOOTING.md. JSON schema: the same file, "JSON output".',
+        '',
+        'Examples:',
+        '  twill explain',
+        '  twill explain --store etcd:http://10.0.0.1:2379 --format html --out node.html',
+        '  twill explain --netns lab-n1 --store local:/var/lib/twill/leases.db --subnet-file /run/lab-n1/subnet.env',
       ].join('\n'),
     )
-    .action(async (opts: { netns?: string; format: string; out?: string; subnetFile: string; cniDataDir: string }, command: { error(message: string): never }) => {
-      const { explainCommand, ExplainUsageError } = await import('./explain.js');
+    .action(async (opts: ExplainCliOptions & { format: string }, command: { error(message: string, options?: { exitCode?: number }): never }) => {
+      const { explainCommand, ExplainUsageError, EXIT_USAGE } = await import('./explain.js');
       try {
-        await explainCommand(opts);
+        process.exitCode = await explainCommand(opts);
       } catch (e) {
-        if (e instanceof ExplainUsageError) command.error(`twill explain: ${e.message}`);
+        if (e instanceof ExplainUsageError) command.error(`twill explain: ${e.message}`, { exitCode: EXIT_USAGE });
         throw e;
       }
     });

@@ -6,7 +6,9 @@ import ipaddr from 'ipaddr.js';
 import { ruleTarget } from '../firewall/iptables.js';
 import { FLANNEL_FWD_CHAIN, tryCidr } from '../firewall/cluster_names.js';
 import { dropsClusterTraffic } from '../firewall/cluster_iptables.js';
-import type { Finding, FindingId, LinkView, NodeModel, Severity, SubnetEnvView } from './model.js';
+import { vxlanDeviceName } from '../backend/vxlan.js';
+import { TWILL_ROUTE_PROTOCOL } from '../backend/backend.js';
+import type { Finding, FindingId, LinkView, NodeModel, RouteView, Severity, StoreView, SubnetEnvView } from './model.js';
 
 /** The bridge the CNI bridge plugin (and flannel's delegate) puts pods on. */
 export const POD_BRIDGE = 'cni0';
@@ -187,7 +189,14 @@ function mtuChecks(m: NodeModel, nodeLinks: LinkView[], env: SubnetEnvView | nul
 function overlayChecks(m: NodeModel, nodeLinks: LinkView[], env: SubnetEnvView | null, out: Findings): void {
   const clusterNets = (env?.network ?? []).concat(env?.ipv6Network ?? []).map(cidr).filter((n): n is Net => n !== null);
   const ownSubnets = [env?.subnet, env?.ipv6Subnet].flatMap((s) => (s ? [cidr(s)] : [])).filter((n): n is Net => n !== null);
+  const store = m.store !== null && m.store.error === null ? m.store : null;
+  if (store) leaseChecks(m, nodeLinks, env, store, out);
   for (const v of nodeLinks.filter((l) => l.kind === 'vxlan')) {
+    // With the store's leases the overlay was judged against them (leaseChecks); the guesses below are for a node without.
+    if (store) {
+      subnetEnvStaleOnDevice(v, env, out);
+      continue;
+    }
     const neighs = m.neighbours.filter((n) => n.dev === v.name && n.mac !== null);
     const fdb = m.fdb.filter((f) => f.dev === v.name && f.dst !== null);
     const routes = m.routes.filter((r) => r.dev === v.name && r.gateway !== null);
@@ -241,20 +250,7 @@ function overlayChecks(m: NodeModel, nodeLinks: LinkView[], env: SubnetEnvView |
         );
       }
     }
-    // The agent puts its subnet's .0/32 on the vxlan device: if subnet.env names another subnet, one of them is old.
-    if (env?.subnet) {
-      const own = cidr(env.subnet);
-      const v4 = v.addresses.filter((a) => !a.includes(':'));
-      if (own && v4.length > 0 && !v4.some((a) => ipOf(a) === networkAddress(own))) {
-        out.add(
-          'subnet-env-stale',
-          'warning',
-          env.path,
-          `${env.path} says this node's subnet is ${env.subnet}, but ${v.name} carries ${v4.join(', ')} (the agent puts its lease's subnet .0/32 there): one of them is from an earlier lease. Pods get addresses the other nodes route elsewhere.`,
-          'Restart the node agent so it writes subnet.env and the device from its current lease; then recreate pods whose addresses are outside the new subnet.',
-        );
-      }
-    }
+    subnetEnvStaleOnDevice(v, env, out);
   }
   if (env?.subnet) {
     const own = cidr(env.subnet);
@@ -267,6 +263,179 @@ function overlayChecks(m: NodeModel, nodeLinks: LinkView[], env: SubnetEnvView |
         'Restart the node agent so it rewrites the file from the current network configuration.',
       );
     }
+  }
+}
+
+/** The agent puts its subnet's .0/32 on the vxlan device: if subnet.env names another subnet, one of them is old. */
+function subnetEnvStaleOnDevice(v: LinkView, env: SubnetEnvView | null, out: Findings): void {
+  if (!env?.subnet) return;
+  const own = cidr(env.subnet);
+  const v4 = v.addresses.filter((a) => !a.includes(':'));
+  if (own && v4.length > 0 && !v4.some((a) => ipOf(a) === networkAddress(own))) {
+    out.add(
+      'subnet-env-stale',
+      'warning',
+      env.path,
+      `${env.path} says this node's subnet is ${env.subnet}, but ${v.name} carries ${v4.join(', ')} (the agent puts its lease's subnet .0/32 there): one of them is from an earlier lease. Pods get addresses the other nodes route elsewhere.`,
+      'Restart the node agent so it writes subnet.env and the device from its current lease; then recreate pods whose addresses are outside the new subnet.',
+    );
+  }
+}
+
+const sameIp = (a: string | null, b: string | null): boolean => a !== null && b !== null && canonicalIp(a) === canonicalIp(b);
+const routeText = (r: RouteView): string => `${r.dst}${r.gateway ? ` via ${r.gateway}` : ''}${r.dev ? ` dev ${r.dev}` : ''}${r.onlink ? ' onlink' : ''} (protocol ${r.protocol})`;
+
+/**
+ * The overlay against the store's leases: for every other node's lease, what
+ * its agent's backend programs (backend/vxlan.ts, backend/hostgw.ts) must be in
+ * the kernel; and what the kernel holds for a subnet, MAC or VTEP that no lease
+ * has is stale.
+ */
+function leaseChecks(m: NodeModel, nodeLinks: LinkView[], env: SubnetEnvView | null, store: StoreView, out: Findings): void {
+  const peers = store.leases.filter((l) => !l.own);
+  const vxlanNames = new Set(nodeLinks.filter((l) => l.kind === 'vxlan').map((l) => l.name));
+  const wantRoutes: Net[] = [];
+  const wantNeigh = new Set<string>();
+  const wantFdb = new Set<string>();
+  const fdbKey = (dev: string, mac: string, dst: string | null) => `${dev}|${mac.toLowerCase()}|${dst === null ? '' : canonicalIp(dst)}`;
+  const neighKey = (dev: string, ip: string) => `${dev}|${canonicalIp(ip)}`;
+  const agentFix = 'Restart the node agent (twill agent or flanneld): it programs every lease at start and keeps it in place';
+
+  for (const lease of peers) {
+    for (const family of [4, 6] as const) {
+      const subnetText = family === 4 ? lease.subnet : lease.ipv6Subnet;
+      const publicIp = family === 4 ? lease.publicIp : lease.publicIpv6;
+      const subnet = subnetText ? cidr(subnetText) : null;
+      if (!subnet || !publicIp) continue;
+      wantRoutes.push(subnet);
+      const route = m.routes.find((r) => sameCidr(r.dst, subnet.text));
+      const node = `the node at ${publicIp} (lease ${lease.key})`;
+      if (lease.backendType === 'host-gw') {
+        if (!route || !sameIp(route.gateway, publicIp)) {
+          out.add(
+            'missing-route',
+            'error',
+            `route ${subnet.text}`,
+            `The store says ${subnet.text} belongs to ${node}, with host-gw: it must be routed via ${publicIp}, but ${route ? `the route is ${routeText(route)}` : 'there is no route for it'}. Pods on that node are unreachable from here.`,
+            `${agentFix}; or \`ip route replace ${subnet.text} via ${publicIp}\`.`,
+          );
+        }
+        continue;
+      }
+      // Other backends (udp, wireguard, ipsec, ...) program things explain does not model.
+      if (lease.backendType !== 'vxlan') continue;
+      // DirectRouting: a peer on the same link is routed via its public IP, without the overlay.
+      if (route && sameIp(route.gateway, publicIp)) continue;
+      const devName = vxlanDeviceName(lease.vni ?? 1, family);
+      const mac = family === 4 ? lease.vtepMac : lease.vtepMacV6;
+      const gw = networkAddress(subnet);
+      if (!vxlanNames.has(devName)) {
+        out.add(
+          'missing-route',
+          'error',
+          `route ${subnet.text}`,
+          `The store says ${subnet.text} belongs to ${node}, over VXLAN device ${devName}, but this node has no ${devName}: nothing carries traffic to that node's pods.`,
+          `${agentFix}; it creates ${devName}.`,
+        );
+        continue;
+      }
+      if (mac) {
+        wantNeigh.add(neighKey(devName, gw));
+        wantFdb.add(fdbKey(devName, mac, publicIp));
+        const n = m.neighbours.find((x) => x.dev === devName && sameIp(x.ip, gw) && x.mac !== null);
+        if (!n || n.mac!.toLowerCase() !== mac || !n.permanent) {
+          out.add(
+            'missing-neighbour',
+            'error',
+            `neighbour ${gw} dev ${devName}`,
+            `The store says ${node} has VTEP MAC ${mac} for ${subnet.text}, but ${devName} ${n ? `knows ${gw} as ${n.mac}${n.permanent ? '' : ' (not permanent)'}` : `has no neighbour entry for ${gw}`}: the kernel cannot address frames to that node, and traffic to ${subnet.text} is dropped.`,
+            `${agentFix}; or \`ip neigh replace ${gw} lladdr ${mac} dev ${devName} nud permanent\`.`,
+          );
+        }
+        const entries = m.fdb.filter((f) => f.dev === devName && f.mac.toLowerCase() === mac);
+        if (!entries.some((f) => sameIp(f.dst, publicIp))) {
+          out.add(
+            'missing-fdb',
+            'error',
+            `fdb ${mac} dev ${devName}`,
+            `The store says VTEP MAC ${mac} is ${node}, but ${devName} has ${entries.length ? `it pointing at ${entries.map((f) => f.dst ?? '(no destination)').join(', ')}` : 'no FDB entry for it'}: frames for ${subnet.text} are not sent to ${publicIp}, so pods on that node are unreachable.`,
+            `${agentFix}; or \`bridge fdb replace ${mac} dev ${devName} dst ${publicIp}\`.`,
+          );
+        }
+      }
+      if (!route || !sameIp(route.gateway, gw) || route.dev !== devName) {
+        out.add(
+          'missing-route',
+          'error',
+          `route ${subnet.text}`,
+          `The store says ${subnet.text} belongs to ${node}: it must be routed via ${gw} dev ${devName} onlink, but ${route ? `the route is ${routeText(route)}` : 'there is no route for it'}. Pods on that node are unreachable from here.`,
+          `${agentFix}; or \`ip route replace ${subnet.text} via ${gw} dev ${devName} onlink\`.`,
+        );
+      }
+    }
+  }
+
+  // Stale: what twill's or flannel's agent put there for a subnet, a MAC or a VTEP that no lease has now.
+  const clusterNets = (env?.network ?? []).concat(env?.ipv6Network ?? []).map(cidr).filter((n): n is Net => n !== null);
+  const ownNets = [env?.subnet, env?.ipv6Subnet].flatMap((s) => (s ? [cidr(s)] : [])).filter((n): n is Net => n !== null);
+  for (const lease of store.leases.filter((l) => l.own)) {
+    for (const s of [lease.subnet, lease.ipv6Subnet]) if (s && cidr(s)) ownNets.push(cidr(s)!);
+  }
+  for (const r of m.routes) {
+    const dst = cidr(r.dst);
+    if (!dst || dst.addr.range() === 'linkLocal') continue;
+    const inCluster = clusterNets.some((c) => overlaps(c, dst) && c.len <= dst.len);
+    // twill marks its routes (protocol 87); flanneld's have the default protocol (boot) with a gateway, or lead into its vxlan device.
+    const agents = r.protocol === TWILL_ROUTE_PROTOCOL || (r.dev !== null && vxlanNames.has(r.dev)) || (inCluster && r.protocol === 3 && r.gateway !== null);
+    if (!agents) continue;
+    const own = ownNets.some((o) => overlaps(o, dst));
+    if (!own && wantRoutes.some((w) => w.len === dst.len && overlaps(w, dst))) continue;
+    out.add(
+      'stale-route',
+      'warning',
+      `route ${routeText(r)}`,
+      own
+        ? `${r.dst} is this node's own pod subnet, yet a node agent's route sends it elsewhere: left over from an earlier lease; traffic to local pods leaves the node.`
+        : `No lease in ${store.description} owns ${r.dst}, yet a node agent's route for it is here: left over from a node that left (or from an earlier network configuration). Traffic to those addresses goes to a node that no longer has them.`,
+      `ip route del ${r.dst}${r.gateway ? ` via ${r.gateway}` : ''}${r.dev ? ` dev ${r.dev}` : ''} (a running twill agent removes its own, protocol ${TWILL_ROUTE_PROTOCOL}, by itself)`,
+    );
+  }
+  for (const f of m.fdb) {
+    if (f.dst === null || !f.permanent || !vxlanNames.has(f.dev) || f.mac === '00:00:00:00:00:00') continue;
+    if (wantFdb.has(fdbKey(f.dev, f.mac, f.dst))) continue;
+    const sameMac = peers.find((l) => l.vtepMac === f.mac.toLowerCase() || l.vtepMacV6 === f.mac.toLowerCase());
+    out.add(
+      'stale-fdb',
+      'warning',
+      `fdb ${f.mac} dst ${f.dst} dev ${f.dev}`,
+      sameMac
+        ? `${f.dev} sends MAC ${f.mac} to ${f.dst}, but the store says that VTEP is at ${sameMac.publicIp ?? sameMac.publicIpv6 ?? '(no public IP)'} (lease ${sameMac.key}): left from before that node changed its address.`
+        : `${f.dev} sends MAC ${f.mac} to ${f.dst}, but no lease in ${store.description} has that VTEP MAC: left by a node that left, or that came back with a new VtepMAC (its device was recreated).`,
+      `bridge fdb del ${f.mac} dev ${f.dev} dst ${f.dst} (a running twill agent removes it by itself)`,
+    );
+  }
+  for (const n of m.neighbours) {
+    if (!n.permanent || n.mac === null || !vxlanNames.has(n.dev)) continue;
+    if (wantNeigh.has(neighKey(n.dev, n.ip))) continue;
+    out.add(
+      'stale-neighbour',
+      'warning',
+      `neighbour ${n.ip} lladdr ${n.mac} dev ${n.dev}`,
+      `${n.dev} has a permanent neighbour ${n.ip} (MAC ${n.mac}), but no lease in ${store.description} has ${n.ip} as its subnet's VTEP address: left by a node that left.`,
+      `ip neigh del ${n.ip} dev ${n.dev} (a running twill agent removes it by itself)`,
+    );
+  }
+}
+
+function storeChecks(m: NodeModel, out: Findings): void {
+  if (m.store?.error) {
+    out.add(
+      'store-unreadable',
+      'error',
+      m.store.description,
+      `The lease store could not be read (${m.store.error}): the overlay was judged from the kernel's state alone, without knowing which nodes exist.`,
+      'Check the --store argument (the path of the agents\' SQLite file, or etcd\'s URLs and --etcd-prefix) and that the store is reachable from here.',
+    );
   }
 }
 
@@ -386,6 +555,7 @@ export function diagnose(m: NodeModel): Finding[] {
   subnetEnvChecks(m, out);
   bridgeChecks(nodeLinks, env, out);
   mtuChecks(m, nodeLinks, env, out);
+  storeChecks(m, out);
   overlayChecks(m, nodeLinks, env, out);
   addressChecks(m, nodeLinks, env, out);
   systemChecks(m, env, out);

@@ -159,6 +159,40 @@ export interface OffloadView {
   devices: { name: string; txChecksumming: boolean | null }[];
 }
 
+/** One lease of the store (`--store`), as explain reads it: what a node's agent must program for it. */
+export interface LeaseView {
+  /** flannel's key: "10.244.2.0-24", "10.244.2.0-24&fd00:10:244:2::-64". */
+  key: string;
+  subnet: string | null;
+  ipv6Subnet: string | null;
+  publicIp: string | null;
+  publicIpv6: string | null;
+  /** vxlan, host-gw, ... as the lease says. */
+  backendType: string;
+  /** vxlan: BackendData.VtepMAC (lowercase); null when absent or not a MAC. */
+  vtepMac: string | null;
+  vtepMacV6: string | null;
+  /** vxlan: BackendData.VNI (flannel's default 1 when absent). */
+  vni: number | null;
+  /** ISO time; null: a reservation, which never expires. */
+  expiresAt: string | null;
+  /** This node's own lease (its subnet is FLANNEL_SUBNET's): nothing to program for it. */
+  own: boolean;
+}
+
+/** The lease store explain was given (`--store`): the truth for the overlay checks. */
+export interface StoreView {
+  /** "local:/var/lib/twill/leases.db", "etcd:http://10.0.0.1:2379". */
+  description: string;
+  /** Why it could not be read; then the overlay checks fall back to the kernel state alone. */
+  error: string | null;
+  /** The store revision the leases are as of. */
+  revision: number | null;
+  leases: LeaseView[];
+  /** Keys under the subnets prefix that are not leases. */
+  malformed: { key: string; error: string }[];
+}
+
 export interface NodeModel {
   schemaVersion: number;
   node: { netns: string; readAt: string };
@@ -175,6 +209,8 @@ export interface NodeModel {
   firewall: FirewallView;
   sysctls: SysctlView;
   offload: OffloadView;
+  /** The lease store, when `--store` was given; null otherwise. */
+  store: StoreView | null;
 }
 
 export type Severity = 'info' | 'warning' | 'error';
@@ -187,6 +223,9 @@ export type FindingId =
   | 'missing-neighbour'
   | 'missing-route'
   | 'stale-route'
+  | 'stale-fdb'
+  | 'stale-neighbour'
+  | 'store-unreadable'
   | 'leaked-ip'
   | 'forward-drop'
   | 'ip-forward-off'

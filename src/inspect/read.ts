@@ -10,7 +10,10 @@ import { Handle, listAllNetns, openNetnsRef, type Addr, type Link, type Netns, t
 import { execIn } from '../firewall/exec.js';
 import { parseSave, saveCommand } from '../firewall/iptables.js';
 import { FLANNEL_FWD_CHAIN } from '../firewall/cluster_names.js';
-import { parseAddr } from '../ipam/addr.js';
+import ipaddr from 'ipaddr.js';
+import { formatCidr, parseAddr } from '../ipam/addr.js';
+import type { Lease } from '../subnet/lease.js';
+import type { SubnetStore } from '../subnet/store.js';
 import { DEFAULT_DATA_DIR } from '../ipam/store.js';
 import { DEFAULT_SUBNET_FILE, missingKeys, parseSubnetEnv } from '../subnet/subnet-env.js';
 import {
@@ -20,6 +23,7 @@ import {
   type IpamAllocation,
   type IpamView,
   type IptablesView,
+  type LeaseView,
   type LinkView,
   type NamespaceView,
   type NeighView,
@@ -27,6 +31,7 @@ import {
   type NodeModel,
   type OffloadView,
   type RouteView,
+  type StoreView,
   type SubnetEnvView,
   type SysctlView,
 } from './model.js';
@@ -38,6 +43,11 @@ export interface ReadOptions {
   cniDataDir?: string;
   /** Read iptables/nftables (a few processes); default true. */
   firewall?: boolean;
+  /**
+   * The cluster's lease store (opened by the caller, who also closes it): the
+   * other nodes' leases become what the overlay must hold (findings.ts).
+   */
+  store?: SubnetStore;
 }
 
 /** Tables iptables-nft keeps in nftables: their forward chains are read as iptables. */
@@ -223,6 +233,79 @@ async function readFirewall(netns: Netns | null): Promise<FirewallView> {
   return { iptables, nftForwardChains, errors };
 }
 
+/** vxlan BackendData: {VNI, VtepMAC}; anything else gives nulls (the agent refuses such a lease too). */
+function vxlanData(data: unknown): { vni: number | null; mac: string | null } {
+  if (typeof data !== 'object' || data === null) return { vni: null, mac: null };
+  const d = data as Record<string, unknown>;
+  const mac = typeof d.VtepMAC === 'string' && /^([0-9a-f]{2}:){5}[0-9a-f]{2}$/i.test(d.VtepMAC) ? d.VtepMAC.toLowerCase() : null;
+  return { vni: typeof d.VNI === 'number' ? d.VNI : null, mac };
+}
+
+/** Whether FLANNEL_SUBNET-style "10.244.1.1/24" lies in the lease subnet "10.244.1.0/24" of the same size. */
+function sameSubnet(envCidr: string | null, leaseCidr: string | null): boolean {
+  if (!envCidr || !leaseCidr) return false;
+  try {
+    const [a, alen] = ipaddr.parseCIDR(envCidr);
+    const [b, blen] = ipaddr.parseCIDR(leaseCidr);
+    return alen === blen && a.kind() === b.kind() && a.match(b, blen);
+  } catch {
+    return false;
+  }
+}
+
+export function leaseView(key: string, l: Lease): LeaseView {
+  const v4 = vxlanData(l.attrs.backendData);
+  const v6 = vxlanData(l.attrs.backendV6Data);
+  return {
+    key,
+    subnet: l.subnet ? formatCidr(l.subnet) : null,
+    ipv6Subnet: l.ipv6Subnet ? formatCidr(l.ipv6Subnet) : null,
+    publicIp: l.attrs.publicIp,
+    publicIpv6: l.attrs.publicIpv6,
+    backendType: l.attrs.backendType,
+    vtepMac: v4.mac,
+    vtepMacV6: v6.mac,
+    vni: l.attrs.backendType === 'vxlan' ? (v4.vni ?? v6.vni ?? 1) : null,
+    expiresAt: l.expiresAt === null ? null : new Date(l.expiresAt).toISOString(),
+    own: false,
+  };
+}
+
+/**
+ * Marks this node's own lease: the one whose subnet is subnet.env's; without a
+ * usable subnet.env, the one whose public IP is an address of the node (the
+ * agent's default), else the one whose subnet .0 is on the node's vxlan device.
+ */
+export function markOwnLease(leases: LeaseView[], env: SubnetEnvView, nodeLinks: LinkView[]): void {
+  let own = leases.find((l) => sameSubnet(env.subnet, l.subnet) || sameSubnet(env.ipv6Subnet, l.ipv6Subnet));
+  if (!own) {
+    const addrs = new Set(nodeLinks.filter((l) => l.kind !== 'vxlan').flatMap((l) => l.addresses.map((a) => a.split('/')[0]!)));
+    own = leases.find((l) => (l.publicIp !== null && addrs.has(l.publicIp)) || (l.publicIpv6 !== null && addrs.has(l.publicIpv6)));
+  }
+  if (!own) {
+    const canon = (ip: string): string => (ipaddr.isValid(ip) ? ipaddr.parse(ip).toString() : ip);
+    const vtepIps = new Set(nodeLinks.filter((l) => l.kind === 'vxlan').flatMap((l) => l.addresses.map((a) => canon(a.split('/')[0]!))));
+    // A lease's subnet is written with its network address first: "10.244.1.0/24".
+    own = leases.find((l) => [l.subnet, l.ipv6Subnet].some((c) => c !== null && vtepIps.has(canon(c.split('/')[0]!))));
+  }
+  if (own) own.own = true;
+}
+
+/** Lists the store; its failure is kept in the view (the node is still explained, without the lease checks). */
+export async function readStoreView(store: SubnetStore, env: SubnetEnvView, nodeLinks: LinkView[]): Promise<StoreView> {
+  const view: StoreView = { description: store.description, error: null, revision: null, leases: [], malformed: [] };
+  try {
+    const r = await store.list();
+    view.revision = r.revision;
+    view.leases = r.leases.map((s) => leaseView(s.key, s.lease));
+    view.malformed = r.malformed.map((x) => ({ key: x.key, error: x.error }));
+    markOwnLease(view.leases, env, nodeLinks);
+  } catch (e) {
+    view.error = `${store.description}: ${(e as Error).message}`;
+  }
+  return view;
+}
+
 /**
  * Whether a kernel release has the VXLAN checksum fix (commit ea64d8d6, kubernetes#92035):
  * 5.7 and later, and the stable backports 5.4.41+ and 4.19.123+.
@@ -345,6 +428,10 @@ export async function readNode(opts: ReadOptions = {}): Promise<NodeModel> {
       readOffload(node.netns, vxlans.map((v) => v.name)),
     ]);
 
+    const subnetEnv = readSubnetEnvView(opts.subnetFile ?? DEFAULT_SUBNET_FILE);
+    const nodeLinkViews = links.filter((l) => l.netns === nodeName);
+    const store = opts.store ? await readStoreView(opts.store, subnetEnv, nodeLinkViews) : null;
+
     return {
       schemaVersion: EXPLAIN_SCHEMA_VERSION,
       node: { netns: nodeName, readAt: new Date().toISOString() },
@@ -353,11 +440,12 @@ export async function readNode(opts: ReadOptions = {}): Promise<NodeModel> {
       routes: routeViews,
       neighbours: neighViews,
       fdb: fdbViews,
-      subnetEnv: readSubnetEnvView(opts.subnetFile ?? DEFAULT_SUBNET_FILE),
+      subnetEnv,
       ipam: readIpamView(opts.cniDataDir ?? DEFAULT_DATA_DIR),
       firewall,
       sysctls: readSysctls(node, nodeLinks),
       offload,
+      store,
     };
   } finally {
     for (const n of opened) n.close();

@@ -3,8 +3,8 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { diagnose } from '../../src/inspect/findings.js';
-import { kernelHasVxlanChecksumFix } from '../../src/inspect/read.js';
-import type { FindingId, LinkView, NodeModel } from '../../src/inspect/model.js';
+import { kernelHasVxlanChecksumFix, markOwnLease } from '../../src/inspect/read.js';
+import type { FindingId, LeaseView, LinkView, NodeModel } from '../../src/inspect/model.js';
 
 const link = (over: Partial<LinkView> & Pick<LinkView, 'name' | 'ifindex' | 'kind'>): LinkView => ({
   netns: 'node', state: 'up', up: true, carrier: true, mtu: 1500, mac: null, master: null, addresses: [], peer: null, vxlan: null, ...over,
@@ -35,6 +35,7 @@ function healthy(): NodeModel {
     firewall: { iptables: [{ variant: 'nft', family: 4, available: true, forwardPolicy: 'ACCEPT', forwardRules: [], flannelFwdRules: null }], nftForwardChains: [], errors: [] },
     sysctls: { ipForward: '1', bridgeNfCallIptables: '1', rpFilter: { all: '0', default: '0' } },
     offload: { kernel: '6.1.0', kernelFixed: true, devices: [] },
+    store: null,
   };
 }
 
@@ -138,5 +139,86 @@ describe('findings (pure)', () => {
     const f = diagnose(m);
     assert.deepEqual(f.map((x) => x.severity), ['error', 'warning', 'info']);
     for (const x of f) assert.ok(x.subject && x.message.length > 20 && x.fix.length > 5);
+  });
+
+  describe('with the store\'s leases as the truth', () => {
+    const lease = (over: Partial<LeaseView> & Pick<LeaseView, 'key' | 'subnet'>): LeaseView => ({
+      ipv6Subnet: null, publicIp: null, publicIpv6: null, backendType: 'vxlan', vtepMac: null, vtepMacV6: null, vni: 1, expiresAt: null, own: false, ...over,
+    });
+    /** The healthy node with its store: its own lease and the remote node's, which it has programmed. */
+    function withStore(): NodeModel {
+      const m = healthy();
+      m.store = {
+        description: 'local:/var/lib/twill/leases.db', error: null, revision: 7, malformed: [],
+        leases: [
+          lease({ key: '10.244.1.0-24', subnet: '10.244.1.0/24', publicIp: '198.18.0.1', vtepMac: '0a:58:0a:f4:01:00', own: true }),
+          lease({ key: '10.244.2.0-24', subnet: '10.244.2.0/24', publicIp: '198.18.0.2', vtepMac: '0a:58:0a:f4:02:00' }),
+        ],
+      };
+      return m;
+    }
+
+    it('healthy with its leases; the own lease needs nothing', () => {
+      assert.deepEqual(ids(withStore()), []);
+    });
+
+    it('a neighbour with the wrong MAC (the peer came back with a new VtepMAC): missing-neighbour and missing-fdb, the old FDB entry stale', () => {
+      const m = withStore();
+      m.store!.leases[1]!.vtepMac = '0a:58:0a:f4:02:99';
+      const f = diagnose(m);
+      assert.deepEqual(ids(m).sort(), ['missing-fdb', 'missing-neighbour', 'stale-fdb']);
+      assert.match(f.find((x) => x.id === 'missing-neighbour')!.message, /knows 10\.244\.2\.0 as 0a:58:0a:f4:02:00/);
+    });
+
+    it('DirectRouting: a vxlan peer routed via its public IP needs no neighbour or FDB entry', () => {
+      const m = withStore();
+      m.routes[1] = { family: 4, dst: '10.244.2.0/24', gateway: '198.18.0.2', dev: 'eth0', onlink: false, scope: 0, protocol: 87 };
+      m.neighbours = [];
+      m.fdb = [];
+      assert.deepEqual(ids(m), []);
+    });
+
+    it('host-gw: the route via the public IP is what a lease needs; another gateway is missing-route', () => {
+      const m = withStore();
+      m.store!.leases[1]!.backendType = 'host-gw';
+      m.routes[1] = { family: 4, dst: '10.244.2.0/24', gateway: '198.18.0.2', dev: 'eth0', onlink: false, scope: 0, protocol: 87 };
+      m.neighbours = [];
+      m.fdb = [];
+      assert.deepEqual(ids(m), []);
+      m.routes[1]!.gateway = '198.18.0.3';
+      assert.deepEqual(ids(m), ['missing-route']);
+      m.routes.splice(1, 1);
+      assert.deepEqual(ids(m), ['missing-route']);
+    });
+
+    it('stale-route: flanneld\'s host-gw route (protocol boot, a gateway) to a cluster subnet no lease owns; an administrator\'s route outside the cluster is left alone', () => {
+      const m = withStore();
+      m.routes.push({ family: 4, dst: '10.244.7.0/24', gateway: '198.18.0.7', dev: 'eth0', onlink: false, scope: 0, protocol: 3 });
+      m.routes.push({ family: 4, dst: '192.168.50.0/24', gateway: '198.18.0.254', dev: 'eth0', onlink: false, scope: 0, protocol: 3 });
+      assert.deepEqual(ids(m), ['stale-route']);
+      assert.match(diagnose(m).find((x) => x.id === 'stale-route')!.subject, /^route 10\.244\.7\.0\/24 via 198\.18\.0\.7/);
+    });
+
+    it('a store that could not be read: store-unreadable (error), and the kernel-only checks instead', () => {
+      const m = withStore();
+      m.store!.error = 'local:/x.db: list: database is locked';
+      m.neighbours = [];
+      assert.deepEqual(ids(m).sort(), ['missing-neighbour', 'store-unreadable']);
+    });
+
+    it('the own lease: by subnet.env, else by the node\'s public IP, else by the .0 on the vxlan device', () => {
+      const m = withStore();
+      const fresh = () => m.store!.leases.map((l) => ({ ...l, own: false }));
+      let leases = fresh();
+      markOwnLease(leases, m.subnetEnv, m.links);
+      assert.deepEqual(leases.map((l) => l.own), [true, false]);
+      const noEnv = { ...m.subnetEnv, found: false, subnet: null };
+      leases = fresh();
+      markOwnLease(leases, noEnv, m.links);
+      assert.deepEqual(leases.map((l) => l.own), [true, false]);
+      leases = fresh().map((l) => ({ ...l, publicIp: null }));
+      markOwnLease(leases, noEnv, m.links);
+      assert.deepEqual(leases.map((l) => l.own), [true, false]);
+    });
   });
 });
