@@ -30,6 +30,7 @@
 // another one from exactly there, for up to timeoutMs, before it reports a
 // StoreError.
 import { readFileSync } from 'node:fs';
+import { rootCertificates } from 'node:tls';
 import { CompareResult, CompareTarget, Etcd3, Range, isRecoverableError, type IKeyValue, type IWatchRequest, type IWatchResponse, type IDuplexStream, type KVClient } from 'etcd3';
 import { decodeAttrs, encodeAttrs, leaseKey, parseLeaseKey, type Lease } from './lease.js';
 import { CompactedError, LeaseGoneError, StoreError, type ListResult, type MalformedLease, type StoredLease, type SubnetStore, type WatchEvent, type Watcher } from './store.js';
@@ -121,11 +122,12 @@ export class EtcdStore implements SubnetStore {
     if ((cert === undefined) !== (key === undefined)) throw fail('a client certificate needs its key and the other way round (--etcd-certfile with --etcd-keyfile)');
     if ((opts.username === undefined) !== (opts.password === undefined)) throw fail('a username needs a password and the other way round (--etcd-username with --etcd-password)');
     if (this.endpoints.some((e) => e.startsWith('https:')) !== this.endpoints.every((e) => e.startsWith('https:'))) throw fail('the endpoints mix http:// and https://');
-    if (ca && !this.endpoints[0]!.startsWith('https:')) throw fail('TLS files are given but the endpoints are http://: use https:// URLs');
+    if ((ca || cert) && !this.endpoints[0]!.startsWith('https:')) throw fail('TLS files are given but the endpoints are http://: use https:// URLs');
     try {
       this.client = new Etcd3({
         hosts: this.endpoints,
-        ...(ca || cert ? { credentials: { rootCertificate: ca ?? Buffer.alloc(0), ...(cert ? { certChain: cert, privateKey: key } : {}) } } : {}),
+        // Without --etcd-cafile the server is checked against the usual public CAs (Node's), as flanneld does with Go's.
+        ...(ca || cert ? { credentials: { rootCertificate: ca ?? Buffer.from(rootCertificates.join('\n')), ...(cert ? { certChain: cert, privateKey: key } : {}) } } : {}),
         ...(opts.username !== undefined ? { auth: { username: opts.username, password: opts.password! } } : {}),
         // Calls we make carry their own deadline; this one bounds the client's own (the auth token).
         defaultCallOptions: (ctx) => (ctx.isStream ? {} : { deadline: Date.now() + this.timeoutMs }),

@@ -352,6 +352,67 @@ describe('etcd store: etcd down or silent', () => {
   });
 });
 
+describe('etcd store: TLS and passwords', () => {
+  it('TLS with a client certificate (--etcd-cafile/-certfile/-keyfile); without the client certificate etcd refuses, and the error says so', async () => {
+    const c = await EtcdCluster.start({ tls: true });
+    try {
+      const tls = c.tls!;
+      assert.match(c.endpoints[0]!, /^https:\/\//);
+      const s = new EtcdStore({ endpoints: c.endpoints, ...tls });
+      stores.push(s);
+      const created = await s.create(leaseOf('10.244.1.0-24', '192.168.0.1'), 60_000);
+      assert.ok(created);
+      assert.deepEqual((await s.list()).leases.map((l) => l.key), ['10.244.1.0-24']);
+      const events: WatchEvent[] = [];
+      const w = s.watch(created.modRevision, (e) => events.push(e), (e) => assert.fail(e));
+      await until(events, (e) => e.length === 1);
+      w.close();
+      // The server's CA but no client certificate: the handshake fails, within the timeout.
+      const noCert = new EtcdStore({ endpoints: c.endpoints, caFile: tls.caFile, timeoutMs: 1500 });
+      stores.push(noCert);
+      await assert.rejects(noCert.list(), (e: unknown) => e instanceof StoreError && e.op === 'list' && e.message.includes(`etcd at ${c.endpoints[0]}`));
+      // No CA: the public CAs do not know the test CA.
+      const noCa = new EtcdStore({ endpoints: c.endpoints, certFile: tls.certFile, keyFile: tls.keyFile, timeoutMs: 1500 });
+      stores.push(noCa);
+      await assert.rejects(noCa.list(), StoreError);
+      assert.throws(() => new EtcdStore({ endpoints: ['http://127.0.0.1:2379'], ...tls }), /TLS files are given but the endpoints are http:\/\/: use https:\/\/ URLs/);
+    } finally {
+      await c.destroy();
+    }
+  });
+
+  it('a username and password (--etcd-username/--etcd-password); a wrong password is an error that names the flags', async () => {
+    const c = await EtcdCluster.start();
+    const admin = new Etcd3({ hosts: c.endpoints });
+    try {
+      await admin.user('root').create('root-pw');
+      await admin.role('root').create();
+      await admin.user('root').addRole('root');
+      await admin.user('twill').create('twill-pw');
+      await admin.role('twill').create();
+      await admin.role('twill').grant({ permission: 'Readwrite', range: admin.range({ prefix: '/coreos.com/network/' }) });
+      await admin.user('twill').addRole('twill');
+      await admin.auth.authEnable();
+      const s = new EtcdStore({ endpoints: c.endpoints, username: 'twill', password: 'twill-pw' });
+      stores.push(s);
+      assert.ok(await s.create(leaseOf('10.244.1.0-24', '192.168.0.1'), 60_000));
+      assert.equal((await s.list()).leases.length, 1);
+      const wrong = new EtcdStore({ endpoints: c.endpoints, username: 'twill', password: 'nope', timeoutMs: 2000 });
+      stores.push(wrong);
+      await assert.rejects(wrong.list(), (e: unknown) => e instanceof StoreError && /refused the credentials: .*\(--etcd-username, --etcd-password\)/.test(e.message));
+      const anonymous = new EtcdStore({ endpoints: c.endpoints, timeoutMs: 2000 });
+      stores.push(anonymous);
+      await assert.rejects(anonymous.list(), (e: unknown) => e instanceof StoreError && /list: /.test(e.message));
+      const elsewhere = new EtcdStore({ endpoints: c.endpoints, prefix: '/elsewhere', username: 'twill', password: 'twill-pw', timeoutMs: 2000 });
+      stores.push(elsewhere);
+      await assert.rejects(elsewhere.list(), (e: unknown) => e instanceof StoreError && /denied access under \/elsewhere/.test(e.message));
+    } finally {
+      admin.close();
+      await c.destroy();
+    }
+  });
+});
+
 describe('etcd store: a 3-member cluster', () => {
   it('the leader is killed: writes, reads and a watch carry on against the other members, with no gap', async () => {
     const c = await EtcdCluster.start({ members: 3 });
