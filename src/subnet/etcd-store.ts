@@ -31,7 +31,11 @@
 // StoreError.
 import { readFileSync } from 'node:fs';
 import { rootCertificates } from 'node:tls';
-import { CompareResult, CompareTarget, Etcd3, Range, isRecoverableError, type IKeyValue, type IWatchRequest, type IWatchResponse, type IDuplexStream, type KVClient } from 'etcd3';
+import {
+  ClientClosedError, CompareResult, CompareTarget, Etcd3, EtcdAuthenticationFailedError, EtcdInvalidAuthTokenError, EtcdPermissionDeniedError,
+  GRPCDeadlineExceededError, GRPCUnauthenticatedError, GRPCUnavailableError, Range, isRecoverableError,
+  type IDuplexStream, type IKeyValue, type IWatchRequest, type IWatchResponse, type KVClient,
+} from 'etcd3';
 import { decodeAttrs, encodeAttrs, leaseKey, parseLeaseKey, type Lease } from './lease.js';
 import { CompactedError, LeaseGoneError, StoreError, type ListResult, type MalformedLease, type StoredLease, type SubnetStore, type WatchEvent, type Watcher } from './store.js';
 
@@ -56,6 +60,18 @@ export interface EtcdStoreOptions {
 type CallOptions = NonNullable<Parameters<KVClient['range']>[1]>;
 
 const errorText = (e: unknown) => (e instanceof Error ? e.message : String(e));
+
+/** A gRPC error's message without the status code, the wrapping and the timestamps. */
+function grpcDetail(text: string): string {
+  return text
+    .replace(/^\d+ [A-Z_]+: /, '')
+    .replace(/^No connection established\. Last error: (Error: )?/, '')
+    .replace(/ \(\d{4}-\d\d-\d\dT[^)]*\)/g, '')
+    .replace(/\.? Resolution note: *$/, '')
+    .replace(/^etcdserver: /, '')
+    .replace(/\s+/g, ' ')
+    .trim();
+}
 
 /** A lease from its key and flannel JSON value; throws on a malformed one. */
 function decode(key: string, value: string, expiresAt: number | null): Lease {
@@ -152,24 +168,32 @@ export class EtcdStore implements SubnetStore {
   wrap(op: string, key: string | undefined, e: unknown): StoreError {
     if (e instanceof StoreError) return e;
     const text = errorText(e);
-    const name = e instanceof Error ? e.constructor.name : '';
     const at = this.endpoints.join(', ');
+    const detail = grpcDetail(text);
     let message: string;
-    if (/DeadlineExceeded/.test(name) || /deadline exceeded/i.test(text)) {
+    if (/SSL routines|certificate|TLS|handshake/i.test(text)) {
+      const why = /alert bad certificate|alert certificate required|alert handshake failure/.test(text)
+        ? 'etcd refused this client (a client certificate it trusts is needed: --etcd-certfile, --etcd-keyfile)'
+        : /verify|self[- ]signed|issuer/i.test(text)
+          ? `etcd's certificate is not signed by a CA this client trusts (${detail}; --etcd-cafile)`
+          : `${detail} (--etcd-cafile, --etcd-certfile, --etcd-keyfile)`;
+      message = `TLS with etcd at ${at} failed: ${why}`;
+    } else if (e instanceof GRPCDeadlineExceededError || /deadline exceeded/i.test(text)) {
       message = `no answer from etcd at ${at} within ${this.timeoutMs} ms — is etcd running and reachable, with a leader? (--etcd-endpoints)`;
-    } else if (/Unavailable/.test(name) || /circuit breaker is open|not set up within|No connection established|ECONNREFUSED|EHOSTUNREACH|ENETUNREACH|ENOTFOUND|ETIMEDOUT/.test(text)) {
+    } else if (e instanceof GRPCUnavailableError || /circuit breaker is open|not set up within|No connection established|ECONNREFUSED|EHOSTUNREACH|ENETUNREACH|ENOTFOUND|ETIMEDOUT/.test(text)) {
       const why = /circuit breaker is open/.test(text)
         ? 'it failed on the last tries (the client waits 5 s before trying a failed member again)'
-        : (/(?:connect|getaddrinfo) E[A-Z]+/.exec(text)?.[0] ?? text.replace(/^\d+ UNAVAILABLE: /, ''));
-      message = `cannot reach etcd at ${at}: ${why} — is etcd running? (--etcd-endpoints)`;
-    } else if (/Authentication|Unauthenticated|InvalidAuthToken/.test(name)) {
-      message = `etcd at ${at} refused the credentials: ${text} (--etcd-username, --etcd-password)`;
-    } else if (/PermissionDenied/.test(name)) {
-      message = `etcd at ${at} denied access under ${this.prefix}: ${text}`;
-    } else if (/ClientClosed/.test(name)) {
+        : (/(?:connect|getaddrinfo) E[A-Z]+/.exec(text)?.[0] ?? detail);
+      const tlsHint = /Failed to connect/.test(text) && at.startsWith('http:') ? ' If etcd serves TLS, use https:// URLs.' : '';
+      message = `cannot reach etcd at ${at}: ${why} — is etcd running? (--etcd-endpoints)${tlsHint}`;
+    } else if (e instanceof EtcdAuthenticationFailedError || e instanceof GRPCUnauthenticatedError || e instanceof EtcdInvalidAuthTokenError || /user name is empty|authentication failed|invalid auth token/.test(text)) {
+      message = `etcd at ${at} refused the credentials: ${detail} (--etcd-username, --etcd-password)`;
+    } else if (e instanceof EtcdPermissionDeniedError) {
+      message = `etcd at ${at} denied access under ${this.prefix}: ${detail}`;
+    } else if (e instanceof ClientClosedError) {
       message = 'the store is closed';
     } else {
-      message = `etcd at ${at}: ${text}`;
+      message = `etcd at ${at}: ${detail}`;
     }
     return new StoreError(op, this.description, message, key, { cause: e });
   }
