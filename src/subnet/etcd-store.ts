@@ -17,12 +17,14 @@
 // remembers the leases it granted; others' it asks etcd (LeaseTimeToLive),
 // once per distinct lease per list.
 //
-// Every call carries a deadline (timeoutMs, retries on other members
-// included): an unreachable etcd is a StoreError naming the endpoints, never a
-// hang. The client (npm etcd3) retries a failed call on another member; a
+// Every operation has one deadline (timeoutMs), retries on other members
+// included: an unreachable etcd is a StoreError naming the endpoints and what
+// to check, never a hang. Calls that fail on the way (a member down, an
+// election) are tried again, on another member, until that deadline. A
 // transaction retried after its first attempt did commit would then see its own
 // write as someone else's, so each failed compare also reads the key back and a
-// key carrying the etcd lease this very call granted is recognised as ours.
+// key carrying the etcd lease this very call granted is recognised as ours (a
+// retried remove cannot tell: it may report false for a key it did delete).
 //
 // The watch is our own stream (not etcd3's Watcher, which resumes from the
 // response header revision and can skip events it had not delivered): it tracks
