@@ -3,19 +3,20 @@
 // if the root network namespace differs in any way from before the run.
 import { randomBytes } from 'node:crypto';
 import { readdirSync, statSync } from 'node:fs';
-import { join } from 'node:path';
+import { join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { run } from 'node:test';
 import { spec } from 'node:test/reporters';
 import { captureRootState, diffRootState } from './support/rootstate.js';
 import { deleteNetns, listNetns } from '../src/kernel/index.js';
 
-function testFiles(dir: string, filter: string[]): string[] {
+/** Test files under `dir` whose path below the test root contains one of `filter` (not the checkout's path: a checkout in /work/wt/etcd would match "etcd" everywhere). */
+function testFiles(dir: string, filter: string[], root = dir): string[] {
   const out: string[] = [];
   for (const entry of readdirSync(dir).sort()) {
     const path = join(dir, entry);
-    if (statSync(path).isDirectory()) out.push(...testFiles(path, filter));
-    else if (entry.endsWith('.test.js') && (filter.length === 0 || filter.some((f) => path.includes(f)))) out.push(path);
+    if (statSync(path).isDirectory()) out.push(...testFiles(path, filter, root));
+    else if (entry.endsWith('.test.js') && (filter.length === 0 || filter.some((f) => relative(root, path).includes(f)))) out.push(path);
   }
   return out;
 }

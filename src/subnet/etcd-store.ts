@@ -17,12 +17,14 @@
 // remembers the leases it granted; others' it asks etcd (LeaseTimeToLive),
 // once per distinct lease per list.
 //
-// Every call carries a deadline (timeoutMs, retries on other members
-// included): an unreachable etcd is a StoreError naming the endpoints, never a
-// hang. The client (npm etcd3) retries a failed call on another member; a
+// Every operation has one deadline (timeoutMs), retries on other members
+// included: an unreachable etcd is a StoreError naming the endpoints and what
+// to check, never a hang. Calls that fail on the way (a member down, an
+// election) are tried again, on another member, until that deadline. A
 // transaction retried after its first attempt did commit would then see its own
 // write as someone else's, so each failed compare also reads the key back and a
-// key carrying the etcd lease this very call granted is recognised as ours.
+// key carrying the etcd lease this very call granted is recognised as ours (a
+// retried remove cannot tell: it may report false for a key it did delete).
 //
 // The watch is our own stream (not etcd3's Watcher, which resumes from the
 // response header revision and can skip events it had not delivered): it tracks
@@ -30,7 +32,12 @@
 // another one from exactly there, for up to timeoutMs, before it reports a
 // StoreError.
 import { readFileSync } from 'node:fs';
-import { CompareResult, CompareTarget, Etcd3, Range, isRecoverableError, type IKeyValue, type IWatchRequest, type IWatchResponse, type IDuplexStream, type KVClient } from 'etcd3';
+import { rootCertificates } from 'node:tls';
+import {
+  ClientClosedError, CompareResult, CompareTarget, Etcd3, EtcdAuthenticationFailedError, EtcdInvalidAuthTokenError, EtcdPermissionDeniedError,
+  GRPCDeadlineExceededError, GRPCUnauthenticatedError, GRPCUnavailableError, Range, isRecoverableError,
+  type IDuplexStream, type IKeyValue, type IWatchRequest, type IWatchResponse, type KVClient,
+} from 'etcd3';
 import { decodeAttrs, encodeAttrs, leaseKey, parseLeaseKey, type Lease } from './lease.js';
 import { CompactedError, LeaseGoneError, StoreError, type ListResult, type MalformedLease, type StoredLease, type SubnetStore, type WatchEvent, type Watcher } from './store.js';
 
@@ -55,6 +62,18 @@ export interface EtcdStoreOptions {
 type CallOptions = NonNullable<Parameters<KVClient['range']>[1]>;
 
 const errorText = (e: unknown) => (e instanceof Error ? e.message : String(e));
+
+/** A gRPC error's message without the status code, the wrapping and the timestamps. */
+function grpcDetail(text: string): string {
+  return text
+    .replace(/^\d+ [A-Z_]+: /, '')
+    .replace(/^No connection established\. Last error: (Error: )?/, '')
+    .replace(/ \(\d{4}-\d\d-\d\dT[^)]*\)/g, '')
+    .replace(/\.? Resolution note: *$/, '')
+    .replace(/^etcdserver: /, '')
+    .replace(/\s+/g, ' ')
+    .trim();
+}
 
 /** A lease from its key and flannel JSON value; throws on a malformed one. */
 function decode(key: string, value: string, expiresAt: number | null): Lease {
@@ -121,11 +140,12 @@ export class EtcdStore implements SubnetStore {
     if ((cert === undefined) !== (key === undefined)) throw fail('a client certificate needs its key and the other way round (--etcd-certfile with --etcd-keyfile)');
     if ((opts.username === undefined) !== (opts.password === undefined)) throw fail('a username needs a password and the other way round (--etcd-username with --etcd-password)');
     if (this.endpoints.some((e) => e.startsWith('https:')) !== this.endpoints.every((e) => e.startsWith('https:'))) throw fail('the endpoints mix http:// and https://');
-    if (ca && !this.endpoints[0]!.startsWith('https:')) throw fail('TLS files are given but the endpoints are http://: use https:// URLs');
+    if ((ca || cert) && !this.endpoints[0]!.startsWith('https:')) throw fail('TLS files are given but the endpoints are http://: use https:// URLs');
     try {
       this.client = new Etcd3({
         hosts: this.endpoints,
-        ...(ca || cert ? { credentials: { rootCertificate: ca ?? Buffer.alloc(0), ...(cert ? { certChain: cert, privateKey: key } : {}) } } : {}),
+        // Without --etcd-cafile the server is checked against the usual public CAs (Node's), as flanneld does with Go's.
+        ...(ca || cert ? { credentials: { rootCertificate: ca ?? Buffer.from(rootCertificates.join('\n')), ...(cert ? { certChain: cert, privateKey: key } : {}) } } : {}),
         ...(opts.username !== undefined ? { auth: { username: opts.username, password: opts.password! } } : {}),
         // Calls we make carry their own deadline; this one bounds the client's own (the auth token).
         defaultCallOptions: (ctx) => (ctx.isStream ? {} : { deadline: Date.now() + this.timeoutMs }),
@@ -150,24 +170,32 @@ export class EtcdStore implements SubnetStore {
   wrap(op: string, key: string | undefined, e: unknown): StoreError {
     if (e instanceof StoreError) return e;
     const text = errorText(e);
-    const name = e instanceof Error ? e.constructor.name : '';
     const at = this.endpoints.join(', ');
+    const detail = grpcDetail(text);
     let message: string;
-    if (/DeadlineExceeded/.test(name) || /deadline exceeded/i.test(text)) {
+    if (/SSL routines|certificate|TLS|handshake/i.test(text)) {
+      const why = /alert bad certificate|alert certificate required|alert handshake failure/.test(text)
+        ? 'etcd refused this client (a client certificate it trusts is needed: --etcd-certfile, --etcd-keyfile)'
+        : /verify|self[- ]signed|issuer/i.test(text)
+          ? `etcd's certificate is not signed by a CA this client trusts (${detail}; --etcd-cafile)`
+          : `${detail} (--etcd-cafile, --etcd-certfile, --etcd-keyfile)`;
+      message = `TLS with etcd at ${at} failed: ${why}`;
+    } else if (e instanceof GRPCDeadlineExceededError || /deadline exceeded/i.test(text)) {
       message = `no answer from etcd at ${at} within ${this.timeoutMs} ms — is etcd running and reachable, with a leader? (--etcd-endpoints)`;
-    } else if (/Unavailable/.test(name) || /circuit breaker is open|not set up within|No connection established|ECONNREFUSED|EHOSTUNREACH|ENETUNREACH|ENOTFOUND|ETIMEDOUT/.test(text)) {
+    } else if (e instanceof GRPCUnavailableError || /circuit breaker is open|not set up within|No connection established|ECONNREFUSED|EHOSTUNREACH|ENETUNREACH|ENOTFOUND|ETIMEDOUT/.test(text)) {
       const why = /circuit breaker is open/.test(text)
         ? 'it failed on the last tries (the client waits 5 s before trying a failed member again)'
-        : (/(?:connect|getaddrinfo) E[A-Z]+/.exec(text)?.[0] ?? text.replace(/^\d+ UNAVAILABLE: /, ''));
-      message = `cannot reach etcd at ${at}: ${why} — is etcd running? (--etcd-endpoints)`;
-    } else if (/Authentication|Unauthenticated|InvalidAuthToken/.test(name)) {
-      message = `etcd at ${at} refused the credentials: ${text} (--etcd-username, --etcd-password)`;
-    } else if (/PermissionDenied/.test(name)) {
-      message = `etcd at ${at} denied access under ${this.prefix}: ${text}`;
-    } else if (/ClientClosed/.test(name)) {
+        : (/(?:connect|getaddrinfo) E[A-Z]+/.exec(text)?.[0] ?? detail);
+      const tlsHint = /Failed to connect/.test(text) && at.startsWith('http:') ? ' If etcd serves TLS, use https:// URLs.' : '';
+      message = `cannot reach etcd at ${at}: ${why} — is etcd running? (--etcd-endpoints)${tlsHint}`;
+    } else if (e instanceof EtcdAuthenticationFailedError || e instanceof GRPCUnauthenticatedError || e instanceof EtcdInvalidAuthTokenError || /user name is empty|authentication failed|invalid auth token/.test(text)) {
+      message = `etcd at ${at} refused the credentials: ${detail} (--etcd-username, --etcd-password)`;
+    } else if (e instanceof EtcdPermissionDeniedError) {
+      message = `etcd at ${at} denied access under ${this.prefix}: ${detail}`;
+    } else if (e instanceof ClientClosedError) {
       message = 'the store is closed';
     } else {
-      message = `etcd at ${at}: ${text}`;
+      message = `etcd at ${at}: ${detail}`;
     }
     return new StoreError(op, this.description, message, key, { cause: e });
   }

@@ -7,8 +7,9 @@
 // `setpriv --pdeathsig KILL`, so the kernel kills it when its parent dies
 // (even by SIGKILL), and an exit hook kills what is left and removes the data
 // dirs. Readiness is polled (/health), never slept for.
-import { spawn, type ChildProcess } from 'node:child_process';
-import { createWriteStream, existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { createWriteStream, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { request as httpsRequest } from 'node:https';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -72,10 +73,38 @@ export interface EtcdOptions {
   placements?: Placement[];
   /** How long start-up may take before it is a failure (ms). */
   readyTimeoutMs?: number;
+  /** Clients must speak TLS with a client certificate (etcd's --client-cert-auth); see EtcdCluster.tls. */
+  tls?: boolean;
+}
+
+/** PEM files a client needs for a TLS cluster: the CA that signed the members' certificates, a client certificate. */
+export interface EtcdTls {
+  caFile: string;
+  certFile: string;
+  keyFile: string;
+}
+
+/** A throwaway CA, a server certificate for `ips`, and a client certificate, in `dir` (openssl). */
+function makePki(dir: string, ips: string[]): { client: EtcdTls; serverCert: string; serverKey: string } {
+  const f = (name: string) => join(dir, name);
+  const ssl = (...args: string[]) => execFileSync('openssl', args, { stdio: ['ignore', 'ignore', 'pipe'] });
+  const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'];
+  ssl('req', '-x509', ...ec, '-keyout', f('ca.key'), '-out', f('ca.pem'), '-days', '2', '-subj', '/CN=twill test CA');
+  const sign = (name: string, cn: string, ext: string) => {
+    writeFileSync(f(`${name}.ext`), ext);
+    ssl('req', ...ec, '-keyout', f(`${name}.key`), '-out', f(`${name}.csr`), '-subj', `/CN=${cn}`);
+    ssl('x509', '-req', '-in', f(`${name}.csr`), '-CA', f('ca.pem'), '-CAkey', f('ca.key'), '-CAcreateserial', '-out', f(`${name}.pem`), '-days', '2', '-extfile', f(`${name}.ext`));
+  };
+  sign('server', 'etcd', `subjectAltName=${[...new Set(ips)].map((ip) => `IP:${ip}`).join(',')}\nextendedKeyUsage=serverAuth,clientAuth\n`);
+  sign('client', 'twill', 'extendedKeyUsage=clientAuth\n');
+  return { client: { caFile: f('ca.pem'), certFile: f('client.pem'), keyFile: f('client.key') }, serverCert: f('server.pem'), serverKey: f('server.key') };
 }
 
 export class EtcdCluster {
   private destroyed = false;
+  /** Set for a TLS cluster: what a client passes (EtcdStoreOptions caFile, certFile, keyFile). */
+  tls: EtcdTls | null = null;
+  private serverTls: { cert: string; key: string } | null = null;
 
   private constructor(
     /** The temp dir holding every member's data dir and log. */
@@ -98,7 +127,7 @@ export class EtcdCluster {
         index: i,
         name: `m${i}`,
         placement: p,
-        clientUrl: `http://${p.ip}:${cport}`,
+        clientUrl: `${opts.tls ? 'https' : 'http'}://${p.ip}:${cport}`,
         peerUrl: `http://${p.ip}:${pport}`,
         dataDir: join(root, `m${i}`),
         logFile: join(root, `m${i}.log`),
@@ -109,6 +138,11 @@ export class EtcdCluster {
     live.add(cluster);
     hookExit();
     try {
+      if (opts.tls) {
+        const pki = makePki(root, placements.map((p) => p.ip));
+        cluster.tls = pki.client;
+        cluster.serverTls = { cert: pki.serverCert, key: pki.serverKey };
+      }
       for (const m of members) cluster.spawn(m);
       await Promise.all(members.map((m) => cluster.waitHealthy(m, opts.readyTimeoutMs ?? 30_000)));
     } catch (e) {
@@ -141,6 +175,7 @@ export class EtcdCluster {
       '--initial-cluster', this.initialCluster(),
       '--initial-cluster-state', 'new',
       '--initial-cluster-token', `twill-test-${process.pid}-${this.root.slice(-6)}`,
+      ...(this.serverTls ? ['--cert-file', this.serverTls.cert, '--key-file', this.serverTls.key, '--trusted-ca-file', this.tls!.caFile, '--client-cert-auth'] : []),
       '--logger', 'zap',
       '--log-outputs', 'stderr',
     ];
@@ -157,11 +192,25 @@ export class EtcdCluster {
   /** GET (or POST with a body) on a member's client URL, from wherever the member is reachable. */
   async request(m: EtcdMember, path: string, body?: string): Promise<{ status: number; text: string }> {
     const url = `${m.clientUrl}${path}`;
+    const tls = this.tls;
+    if (!m.placement.netns && tls) {
+      return new Promise((resolve, reject) => {
+        const req = httpsRequest(url, { method: body === undefined ? 'GET' : 'POST', ca: readFileSync(tls.caFile), cert: readFileSync(tls.certFile), key: readFileSync(tls.keyFile), timeout: 2000 }, (res) => {
+          let text = '';
+          res.on('data', (d: Buffer) => (text += d.toString()));
+          res.on('end', () => resolve({ status: res.statusCode ?? 0, text }));
+        });
+        req.on('timeout', () => req.destroy(new Error(`${url}: no answer within 2 s`)));
+        req.on('error', reject);
+        req.end(body);
+      });
+    }
     if (!m.placement.netns) {
       const res = await fetch(url, { method: body === undefined ? 'GET' : 'POST', body, signal: AbortSignal.timeout(2000) });
       return { status: res.status, text: await res.text() };
     }
-    const args = ['netns', 'exec', m.placement.netns, 'curl', '-s', '-m', '2', '-w', '\n%{http_code}', ...(body === undefined ? [] : ['-X', 'POST', '-d', body]), url];
+    const tlsArgs = tls ? ['--cacert', tls.caFile, '--cert', tls.certFile, '--key', tls.keyFile] : [];
+    const args = ['netns', 'exec', m.placement.netns, 'curl', '-s', '-m', '2', ...tlsArgs, '-w', '\n%{http_code}', ...(body === undefined ? [] : ['-X', 'POST', '-d', body]), url];
     const out = await new Promise<string>((resolve, reject) => {
       const p = spawn('ip', args, { stdio: ['ignore', 'pipe', 'ignore'] });
       let s = '';
