@@ -376,12 +376,15 @@ export class LeaseManager {
       else if (e.lease) changed(e.key, e.lease);
       else onEvent({ type: 'malformed', key: e.key, error: e.error ?? 'malformed lease' });
     };
+    // Consecutive failures back off (up to 4× watchRetryMs): a long outage is not a hot loop of errors.
+    let failures = 0;
     const later = () => {
       if (stopped) return;
+      const delay = this.watchRetryMs * 2 ** Math.min(failures++, 2);
       retry = this.clock.setTimeout(() => {
         retry = null;
         void sync();
-      }, this.watchRetryMs);
+      }, delay);
     };
     const sync = async () => {
       if (stopped) return;
@@ -394,6 +397,7 @@ export class LeaseManager {
         return;
       }
       if (stopped) return;
+      failures = 0;
       for (const m of listed.malformed) onEvent({ type: 'malformed', key: m.key, error: m.error });
       const ownNow = listed.leases.find((s) => s.key === ownKey) ?? null;
       this.ownKeyChanged(ownNow);

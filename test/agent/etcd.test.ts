@@ -101,9 +101,48 @@ describe('agent: etcd (3 members), two twill nodes and one flanneld node', () =>
     for (const n of [n1, n2]) {
       await eventually(async () => {
         const routes = await c.routesVia(n, 'flannel.1');
-        assert.ok(routes.includes('10.249.78.0/24') && !routes.includes('10.249.77.0/24'), routes.join(' '));
+        assert.ok(routes.includes('10.249.78.0/24') && !routes.includes('10.249.77.0/24'), `${routes.join(' ')}\n${n.agent!.stderr.split('\n').slice(-12).join('\n')}`);
       }, 30_000, 200);
     }
     await pingStream(pods[0]!, pods[1]!, 5, 0.2).then((r) => assert.equal(r.received, r.sent));
+  });
+});
+
+describe('agent: etcd, host-gw, dual stack', () => {
+  const c = new TestCluster({ nodes: 2, ipv6: true, extra: ['e1'] });
+  let etcd: EtcdCluster;
+  let client: EtcdClientProcess;
+  before(async () => {
+    await c.build();
+    etcd = await EtcdCluster.start({ placements: [{ netns: c.extra.e1!.name, ip: '198.18.0.101' }] });
+    client = new EtcdClientProcess(c.extra.e1!.name, etcd.endpoints);
+    await client.put(`${PREFIX}/config`, JSON.stringify({ Network: '10.250.0.0/16', EnableIPv6: true, IPv6Network: 'fd50::/56', Backend: { Type: 'host-gw' } }));
+  });
+  after(async () => {
+    await client?.close();
+    await etcd?.destroy();
+    await c.cleanup();
+  });
+
+  it('one dual-stack lease per node in flannel\'s key format; routes via the peers\' public IPs; pods reach each other on both families', async () => {
+    await Promise.all(c.nodes.map((n) => c.start(n, ['--store', `etcd:${etcd.endpoints.join(',')}`, '--ip-masq']).ready(30_000)));
+    const { kvs } = await client.get(`${PREFIX}/subnets/`);
+    assert.equal(kvs.length, 2);
+    for (const kv of kvs) {
+      assert.match(kv.key, /\/subnets\/10\.250\.\d+\.0-24&fd50:0:0:[0-9a-f]+::-64$/);
+      const v = JSON.parse(kv.value) as { PublicIP: string; PublicIPv6: string; BackendType: string };
+      assert.equal(v.BackendType, 'host-gw');
+      assert.match(v.PublicIPv6, /^fd18::[12]$/);
+    }
+    const [a, b] = c.nodes as [ClusterNode, ClusterNode];
+    const peer6 = c.subnetEnv(b).FLANNEL_IPV6_SUBNET!.replace(/::1\/64$/, '::/64');
+    await eventually(async () => {
+      const [r6] = await ipJson<{ gateway: string; dev: string }[]>(a.host.name, ['-6', 'route', 'show', peer6, 'proto', '87']);
+      assert.deepEqual([r6?.gateway, r6?.dev], [b.ip6, 'eth0']);
+    });
+    const pa = await c.addPod(a);
+    const pb = await c.addPod(b);
+    assert.equal(await sourceSeenBy(pb.host, pb.ip!, pa.host), pa.ip);
+    assert.equal(await sourceSeenBy(pb.host, pb.ip6!, pa.host), pa.ip6);
   });
 });
