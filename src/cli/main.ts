@@ -21,7 +21,7 @@ export async function buildProgram() {
     .showHelpAfterError('(run "twill --help" for usage)')
     .addHelpText(
       'after',
-      '\nSubcommands still to come with their issues: lab, explain (see README.md).\n' +
+      '\nSubcommands still to come with their issues: explain (see README.md).\n' +
         'Everything twill does to the kernel needs root (CAP_NET_ADMIN).',
     );
 
@@ -61,6 +61,8 @@ export async function buildProgram() {
     });
   const { registerAgentCommand } = await import('./agent-command.js');
   registerAgentCommand(program);
+  const { registerLabCommand } = await import('./lab-command.js');
+  registerLabCommand(program);
   return program;
 }
 
