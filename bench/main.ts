@@ -4,6 +4,7 @@ import { parseArgs } from 'node:util';
 import { kernelBench } from './kernel.js';
 import { cniBench } from './cni.js';
 import { conflistBench } from './conflist.js';
+import { labBench } from './lab.js';
 
 const USAGE = `usage: npm run bench -- NAME [options]
 
@@ -14,7 +15,10 @@ benchmarks:
            --iterations N (30)  --ipmasq (with ipMasq, iptables)
   conflist kube-flannel's conflist (flannel, then portmap with a hostPort) as a runtime runs it:
            twill vs the reference chain, for each portmap backend
-           --iterations N (30)  --backend iptables|nftables (default: both)`;
+           --iterations N (30)  --backend iptables|nftables (default: both)
+  lab      twill lab up 3×2 (seconds), and iperf3 TCP pod→pod across nodes vs node→node on the
+           underlay (ratio), per flannel backend
+           --seconds N (5)  --backend vxlan|host-gw (default: both)`;
 
 async function main(): Promise<void> {
   const { positionals, values } = parseArgs({
@@ -25,6 +29,7 @@ async function main(): Promise<void> {
       iterations: { type: 'string', default: '30' },
       ipmasq: { type: 'boolean', default: false },
       backend: { type: 'string' },
+      seconds: { type: 'string', default: '5' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -54,6 +59,13 @@ async function main(): Promise<void> {
       const b = values.backend;
       if (b !== undefined && b !== 'iptables' && b !== 'nftables') throw new Error(`--backend must be iptables or nftables, got "${b}"`);
       const result = await conflistBench({ iterations: int(values.iterations, 'iterations', 2), backends: b ? [b] : ['iptables', 'nftables'] });
+      console.log(JSON.stringify(result));
+      break;
+    }
+    case 'lab': {
+      const b = values.backend;
+      if (b !== undefined && b !== 'vxlan' && b !== 'host-gw') throw new Error(`--backend must be vxlan or host-gw, got "${b}"`);
+      const result = await labBench({ backends: b ? [b] : ['vxlan', 'host-gw'], seconds: int(values.seconds, 'seconds', 1) });
       console.log(JSON.stringify(result));
       break;
     }

@@ -57,22 +57,11 @@ export function registerLabCommand(program: Command): void {
     .option('-q, --quiet', 'no progress lines on stderr')
     .action(async (opts: { name: string; nodes: number; podsPerNode: number; backend: 'vxlan' | 'host-gw'; store: 'local' | 'etcd'; scenario?: 'docker'; quiet?: boolean }) => {
       await guarded('up', async () => {
-        const { labUp, labDown, labStatus } = await import('../lab/lab.js');
+        const { labUp, labStatus } = await import('../lab/lab.js');
         const { progressPrinter } = await import('../lab/table.js');
         const { renderStatus } = await import('../lab/render.js');
-        const { LabError } = await import('../lab/layout.js');
         const say = progressPrinter(!opts.quiet);
-        let state;
-        try {
-          state = await labUp({ name: opts.name, nodes: opts.nodes, podsPerNode: opts.podsPerNode, backend: opts.backend, store: opts.store, scenario: opts.scenario ?? null, progress: say });
-        } catch (e) {
-          // A lab that exists already is the user's; anything else half-built is ours to take back.
-          if (!(e instanceof LabError && /already (exists|has namespaces)/.test(e.message))) {
-            say(`failed: ${(e as Error).message.split('\n')[0]}; removing what was made`);
-            await labDown(opts.name, say).catch((d: Error) => say(`cleanup failed too: ${d.message} (run "twill lab down --name ${opts.name}")`));
-          }
-          throw e;
-        }
+        const state = await labUp({ name: opts.name, nodes: opts.nodes, podsPerNode: opts.podsPerNode, backend: opts.backend, store: opts.store, scenario: opts.scenario ?? null, progress: say });
         say('ready');
         process.stdout.write(`${renderStatus(state, labStatus(state))}\n`);
       });

@@ -264,6 +264,16 @@ export async function labUp(opts: UpOptions): Promise<LabState> {
     await checkEtcdStoreBuilt();
   }
   const dir = claimLabDir(name);
+  try {
+    return await buildLab(name, dir, opts);
+  } catch (e) {
+    opts.progress(`failed: ${(e as Error).message.split('\n')[0]}; removing what was made`);
+    await labDown(name, opts.progress).catch((d: Error) => opts.progress(`removing it failed too: ${d.message} (run "twill lab down --name ${name}")`));
+    throw e;
+  }
+}
+
+async function buildLab(name: string, dir: string, opts: UpOptions): Promise<LabState> {
   const state: LabState = {
     version: 1, name, dir, backend: opts.backend, store: opts.store,
     storeSpec: opts.store === 'local' ? `local:${join(dir, 'leases.db')}` : `etcd:${etcdUrl()}`,
