@@ -27,15 +27,12 @@ export interface CheckReport {
 const nodeBinary = () => (isSea() ? 'node' : process.execPath);
 
 async function ping(from: string, ip: string, opts: { size?: number; df?: boolean; tries?: number } = {}): Promise<{ ok: boolean; detail: string }> {
-  const args = ['-n', '-c', '1', '-W', '2', ...(opts.df ? ['-M', 'do'] : []), ...(opts.size !== undefined ? ['-s', String(opts.size)] : []), ip];
-  let last = '';
-  // One retry: the first packet of a new path may wait on ARP longer than a noisy machine allows.
-  for (let i = 0; i < (opts.tries ?? 2); i++) {
-    const r = await execIn(from, 'ping', args, { timeoutMs: 10_000 });
-    if (r.code === 0) return { ok: true, detail: /time=([\d.]+ ms)/.exec(r.stdout)?.[1] ?? 'ok' };
-    last = (r.stderr.trim() || r.stdout.trim().split('\n').slice(-2).join(' ')).slice(0, 120);
-  }
-  return { ok: false, detail: last || 'no reply' };
+  // Until one reply, a new packet every 0.3 s for up to 2 s: the first packet of a new path may wait on ARP.
+  const retry = (opts.tries ?? 2) > 1 ? ['-i', '0.3', '-w', '2'] : ['-W', '1'];
+  const args = ['-n', '-c', '1', ...retry, ...(opts.df ? ['-M', 'do'] : []), ...(opts.size !== undefined ? ['-s', String(opts.size)] : []), ip];
+  const r = await execIn(from, 'ping', args, { timeoutMs: 10_000 });
+  if (r.code === 0) return { ok: true, detail: /time=([\d.]+ ms)/.exec(r.stdout)?.[1] ?? 'ok' };
+  return { ok: false, detail: (r.stderr.trim() || r.stdout.trim().split('\n').slice(-2).join(' ')).slice(0, 120) || 'no reply' };
 }
 
 /** Starts a Node program in `netns` and resolves once it printed "ready"; `done` gives its whole stdout. */
