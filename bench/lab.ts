@@ -27,19 +27,21 @@ async function twillLab(args: string[]): Promise<void> {
 async function iperf(to: string, ip: string, from: string, seconds: number): Promise<number> {
   const server = spawn('ip', ['netns', 'exec', to, 'iperf3', '-s', '-1', '-B', ip], { stdio: 'ignore' });
   try {
-    let out = '';
     for (let attempt = 0; ; attempt++) {
+      let failure: string;
       try {
-        out = (await execFileP('ip', ['netns', 'exec', from, 'iperf3', '-J', '-c', ip, '-t', String(seconds)], { maxBuffer: 16 << 20 })).stdout;
-        break;
+        const out = (await execFileP('ip', ['netns', 'exec', from, 'iperf3', '-J', '-c', ip, '-t', String(seconds)], { maxBuffer: 16 << 20 })).stdout;
+        // iperf3 -J exits 0 even when it could not connect: the JSON says so.
+        const report = JSON.parse(out) as { error?: string; end?: { sum_received?: { bits_per_second: number } } };
+        if (report.end?.sum_received && !report.error) return report.end.sum_received.bits_per_second / 1e9;
+        failure = report.error ?? 'no sum_received in its report';
       } catch (e) {
-        // The server may not listen yet.
-        if (attempt >= 20) throw new Error(`iperf3 from ${from} to ${ip} (${to}) failed: ${(e as Error).message}`);
-        await new Promise((r) => setTimeout(r, 100));
+        failure = (e as Error).message;
       }
+      // The server may not listen yet.
+      if (attempt >= 20) throw new Error(`iperf3 from ${from} to ${ip} (${to}) failed: ${failure}`);
+      await new Promise((r) => setTimeout(r, 100));
     }
-    const report = JSON.parse(out) as { end: { sum_received: { bits_per_second: number } } };
-    return report.end.sum_received.bits_per_second / 1e9;
   } finally {
     server.kill();
   }
