@@ -6,6 +6,7 @@ import { cniBench } from './cni.js';
 import { conflistBench } from './conflist.js';
 import { explainBench } from './explain.js';
 import { agentBench } from './agent.js';
+import { labBench } from './lab.js';
 
 const USAGE = `usage: npm run bench -- NAME [options]
 
@@ -20,7 +21,10 @@ benchmarks:
   agent    the node agent vs flanneld on one etcd: lease → route convergence, and a cold start
            with many leases (time, RSS)   --leases N (100)  --scale N (2000)
   explain  twill explain --format json on a node with many pods (each its own namespace), target ≤ 1 s
-           --pods N (200)  --iterations N (5)`;
+           --pods N (200)  --iterations N (5)
+  lab      twill lab up 3×2 (seconds), and iperf3 TCP pod→pod across nodes vs node→node on the
+           underlay (ratio), per flannel backend
+           --seconds N (5)  --backend vxlan|host-gw (default: both)`;
 
 async function main(): Promise<void> {
   const { positionals, values } = parseArgs({
@@ -34,6 +38,7 @@ async function main(): Promise<void> {
       scale: { type: 'string', default: '2000' },
       ipmasq: { type: 'boolean', default: false },
       backend: { type: 'string' },
+      seconds: { type: 'string', default: '5' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -73,6 +78,13 @@ async function main(): Promise<void> {
     }
     case 'explain': {
       const result = await explainBench({ pods: int(values.pods, 'pods', 1), iterations: int(values.iterations ?? '5', 'iterations', 1) });
+      console.log(JSON.stringify(result));
+      break;
+    }
+    case 'lab': {
+      const b = values.backend;
+      if (b !== undefined && b !== 'vxlan' && b !== 'host-gw') throw new Error(`--backend must be vxlan or host-gw, got "${b}"`);
+      const result = await labBench({ backends: b ? [b] : ['vxlan', 'host-gw'], seconds: int(values.seconds, 'seconds', 1) });
       console.log(JSON.stringify(result));
       break;
     }

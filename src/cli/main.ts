@@ -22,8 +22,7 @@ export async function buildProgram() {
     .showHelpAfterError('(run "twill --help" for usage)')
     .addHelpText(
       'after',
-      '\nSubcommands still to come with their issues: lab (see README.md).\n' +
-        'Everything twill does to the kernel needs root (CAP_NET_ADMIN).',
+      '\nEverything twill does to the kernel needs root (CAP_NET_ADMIN).',
     );
 
   const cni = program.command('cni').description('CNI plugins: install them for a container runtime');
@@ -111,6 +110,8 @@ export async function buildProgram() {
         throw e;
       }
     });
+  const { registerLabCommand } = await import('./lab-command.js');
+  registerLabCommand(program);
   return program;
 }
 
