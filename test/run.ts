@@ -49,7 +49,12 @@ async function main(): Promise<number> {
   const prefix = `twt${randomBytes(3).toString('hex')}`;
   process.env.TWILL_TEST_PREFIX = prefix;
   const dir = fileURLToPath(new URL('.', import.meta.url));
-  const files = testFiles(dir, process.argv.slice(2));
+  const filter = process.argv.slice(2);
+  const files = testFiles(dir, filter);
+  if (files.length === 0) {
+    console.error(`no test file matches ${filter.map((f) => JSON.stringify(f)).join(' or ')} (filters match the path below dist/test/, e.g. "lab/" or "agent/etcd")`);
+    return 1;
+  }
   const before = await captureRootState();
 
   let passed = 0;

@@ -199,29 +199,18 @@ describe('lab: down after an up that was killed half-way', () => {
   });
 });
 
-describe('lab: etcd store', () => {
-  const lab = uniqueLabName('etcd');
-  after(async () => {
-    await twillLab(['down', '--name', lab]);
-    assert.deepEqual(leftovers(lab), []);
-  });
-
-  it('runs on etcd when the agent has the etcd store, else refuses clearly and makes nothing', async () => {
-    const { openStore, StoreChoiceError } = await import('../../src/agent/stores.js');
-    let built = true;
-    try {
-      await (await openStore({ kind: 'etcd', endpoints: ['http://127.0.0.1:1'], prefix: '/coreos.com/network', caFile: null, certFile: null, keyFile: null, username: null, password: null })).close();
-    } catch (e) {
-      if (e instanceof StoreChoiceError) built = false;
-    }
-    const r = await twillLab(['up', '--name', lab, '--store', 'etcd', '-q']);
-    if (!built) {
-      assert.equal(r.code, 1);
-      assert.match(r.stderr, /--store etcd: this build of twill agent has no etcd store yet .*use --store local/);
+for (const backend of ['vxlan', 'host-gw'] as const) {
+  describe(`lab: etcd store, ${backend}`, () => {
+    const lab = uniqueLabName(backend === 'vxlan' ? 'etcdvx' : 'etcdgw');
+    after(async () => {
+      await twillLab(['down', '--name', lab]);
       assert.deepEqual(leftovers(lab), []);
-      return;
-    }
-    assert.equal(r.code, 0, r.stderr);
-    assertHealthy(await check(lab), 'vxlan');
+    });
+
+    it('runs on an etcd of its own, in a namespace on the underlay: up, then every check passes', async () => {
+      const r = await twillLab(['up', '--name', lab, '--store', 'etcd', '--backend', backend, '-q']);
+      assert.equal(r.code, 0, r.stderr);
+      assertHealthy(await check(lab), backend);
+    });
   });
-});
+}
