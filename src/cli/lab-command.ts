@@ -120,6 +120,34 @@ export function registerLabCommand(program: Command): void {
     });
 
   lab
+    .command('explain')
+    .description('run twill explain on a lab node: its namespaces, its subnet.env and host-local files, the lab\'s leases')
+    .addOption(nameOption())
+    .argument('<NODE>', 'n1, n2, ...')
+    .option('--format <F>', 'text, json, svg or html', 'text')
+    .option('--out <FILE>', 'write to FILE instead of stdout')
+    .action(async (nodeName: string, opts: { name: string; format: string; out?: string }) => {
+      await guarded('explain', async () => {
+        const { requireState } = await import('../lab/state.js');
+        const { join } = await import('node:path');
+        const state = requireState(opts.name);
+        const node = state.nodes.find((n) => n.name === nodeName);
+        if (!node) throw new Error(`lab ${opts.name} has no node ${nodeName} (nodes: ${state.nodes.map((n) => n.name).join(', ')})`);
+        // Inside the node's namespace, as an administrator on the node would run it: the node's
+        // view is the current namespace, and an etcd on the lab's underlay is reachable from there.
+        const { spawnSync } = await import('node:child_process');
+        const self = process.argv[1] && process.argv[1] !== process.execPath ? [process.execPath, process.argv[1]] : [process.execPath];
+        const args = [
+          'netns', 'exec', node.netns, ...self, 'explain', '--format', opts.format, ...(opts.out ? ['--out', opts.out] : []),
+          '--subnet-file', join(node.dir, 'run/flannel/subnet.env'), '--cni-data-dir', join(node.dir, 'var/lib/cni/networks'), '--store', state.storeSpec,
+        ];
+        const r = spawnSync('ip', args, { stdio: 'inherit' });
+        if (r.error) throw new Error(`cannot run twill explain in ${node.netns}: ${r.error.message}`);
+        process.exitCode = r.status ?? 1;
+      });
+    });
+
+  lab
     .command('add-pod')
     .description('add a pod to a node, through the node\'s CNI chain')
     .addOption(nameOption())

@@ -125,6 +125,16 @@ describe('lab: 3 nodes × 2 pods, vxlan, local store', () => {
     assert.match(inNode, /"ifname":"flannel.1"/);
   });
 
+  it('explain on a lab node: every pod veth tied to its pod, the other nodes\' leases programmed, no warning or error', async () => {
+    const r = await twillLab(['explain', '--name', lab, 'n1', '--format', 'json']);
+    assert.equal(r.code, 0, r.stderr);
+    const e = JSON.parse(r.stdout) as { links: { kind: string; master: string | null; peer: { netns: string; name: string } | null }[]; findings: { id: string; severity: string }[] };
+    const podVeths = e.links.filter((l) => l.kind === 'veth' && l.master === 'cni0');
+    assert.ok(podVeths.length >= 2, `n1's pod veths: ${podVeths.length}`);
+    for (const v of podVeths) assert.deepEqual([v.peer?.name, v.peer?.netns.startsWith('twl-')], ['eth0', true]);
+    assert.deepEqual(e.findings.filter((f) => f.severity !== 'info'), []);
+  });
+
   it('remove-node: its lease goes, the other nodes drop their routes to it; the rest still passes check', async () => {
     const gone = (await status(lab)).nodes.find((n) => n.name === 'n3')!;
     const routesTo = async (node: string) => (await ipJson<{ dst: string }[]>(labState(lab).nodes.find((n) => n.name === node)!.netns, ['route', 'show', 'proto', '87'])).map((r) => r.dst);
