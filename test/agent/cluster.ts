@@ -1,7 +1,7 @@
 // A cluster for the agent tests: nodes as namespaces on one underlay switch,
 // `twill agent` running in each, pods attached with twill's own CNI plugins
 // (the flannel plugin reading the node's subnet.env), as on a real node.
-import { mkdirSync, readFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { TestHosts, type TestHost } from '../support/hosts.js';
 import { AgentProcess, agentTemp } from '../support/agent.js';
@@ -22,6 +22,8 @@ export interface Pod {
   host: TestHost;
   ip: string | null;
   ip6: string | null;
+  /** The container ID it was added with (DEL needs it). */
+  id: string;
 }
 
 export class TestCluster {
@@ -77,20 +79,41 @@ export class TestCluster {
     );
   }
 
-  /** A pod on the node, through the flannel CNI plugin (kube-flannel's config) as the runtime would add it. */
-  async addPod(node: ClusterNode): Promise<Pod> {
-    const id = `p${++this.pods}`;
-    const host = await this.hosts.host(`${node.name}${id}`);
-    const conf = {
-      cniVersion: '1.0.0', name: 'cbr0', type: 'flannel', delegate: { hairpinMode: true, isDefaultGateway: true },
+  /** kube-flannel's first plugin (its cniVersion 0.3.1, which flannel's own plugin also speaks), with this test's paths for the node. */
+  private podConf(node: ClusterNode): Record<string, unknown> {
+    return {
+      cniVersion: '0.3.1', name: 'cbr0', type: 'flannel', delegate: { hairpinMode: true, isDefaultGateway: true },
       subnetFile: node.subnetFile, dataDir: join(this.tmp.dir, node.name, 'flannel'), ipam: { dataDir: join(this.tmp.dir, node.name, 'ipam') },
     };
-    const r = await runPlugin(node.host.name, join(this.plugins.dir, 'flannel'), {
-      command: 'ADD', containerId: id, netns: `/run/netns/${host.name}`, ifname: 'eth0', path: this.plugins.dir,
-    }, conf);
+  }
+
+  /**
+   * A pod on the node, through the flannel CNI plugin (kube-flannel's config) as the runtime
+   * would add it: twill's plugins, or with `pluginDir` another set (the reference plugins).
+   */
+  async addPod(node: ClusterNode, pluginDir = this.plugins.dir): Promise<Pod> {
+    const id = `p${++this.pods}`;
+    const host = await this.hosts.host(`${node.name}${id}`);
+    const r = await runPlugin(node.host.name, join(pluginDir, 'flannel'), {
+      command: 'ADD', containerId: id, netns: `/run/netns/${host.name}`, ifname: 'eth0', path: pluginDir,
+    }, this.podConf(node));
     if (r.code !== 0) throw new Error(`pod ADD on ${node.name} failed: ${r.stdout}${r.stderr}`);
     const ips = (r.json as { ips: { address: string }[] }).ips.map((i) => i.address.split('/')[0]!);
-    return { host, ip: ips.find((i) => i.includes('.')) ?? null, ip6: ips.find((i) => i.includes(':')) ?? null };
+    return { host, id, ip: ips.find((i) => i.includes('.')) ?? null, ip6: ips.find((i) => i.includes(':')) ?? null };
+  }
+
+  /** DEL of a pod through twill's flannel plugin; the IPs it held are free afterwards. */
+  async deletePod(node: ClusterNode, pod: Pod): Promise<void> {
+    const r = await runPlugin(node.host.name, join(this.plugins.dir, 'flannel'), {
+      command: 'DEL', containerId: pod.id, netns: `/run/netns/${pod.host.name}`, ifname: 'eth0', path: this.plugins.dir,
+    }, this.podConf(node));
+    if (r.code !== 0) throw new Error(`pod DEL on ${node.name} failed: ${r.stdout}${r.stderr}`);
+  }
+
+  /** The IPs host-local has allocated on a node (its files named by address). */
+  allocatedIps(node: ClusterNode): string[] {
+    const dir = join(this.tmp.dir, node.name, 'ipam', 'cbr0');
+    return existsSync(dir) ? readdirSync(dir).filter((f) => /^[0-9a-f.:]+$/.test(f) && f.includes('.')).sort() : [];
   }
 
   /** The kernel's view of what a node programmed for a peer's subnet. */
