@@ -1,4 +1,4 @@
-// What Node cannot do: switch the calling thread's network namespace, and flock.
+// What Node cannot do: switch the calling thread's network namespace, flock, and execv.
 //
 // Everything here runs synchronously on the JavaScript thread and always returns
 // that thread to the namespace it started in before control goes back to
@@ -192,6 +192,55 @@ static napi_value unlock(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+// execv(file, argv): replaces this process (same pid, same environment) with
+// another program, and returns only on failure. Node 20 has no process.execve:
+// the agent uses it to restart itself with V8 flags, keeping the pid that a
+// supervisor or `ip netns exec` knows.
+static napi_value exec_v(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value args[2];
+  napi_get_cb_info(env, info, &argc, args, NULL, NULL);
+  char file[4096];
+  size_t len;
+  uint32_t n;
+  bool isArray = false;
+  if (argc < 2 || napi_get_value_string_utf8(env, args[0], file, sizeof file, &len) != napi_ok ||
+      napi_is_array(env, args[1], &isArray) != napi_ok || !isArray || napi_get_array_length(env, args[1], &n) != napi_ok || n == 0) {
+    napi_throw_type_error(env, NULL, "execv(file, argv)");
+    return NULL;
+  }
+  char **argv = calloc(n + 1, sizeof(char *));
+  if (!argv) return throw_errno(env, "execv", file, ENOMEM);
+  for (uint32_t i = 0; i < n; i++) {
+    napi_value item;
+    size_t itemLen;
+    if (napi_get_element(env, args[1], i, &item) != napi_ok || napi_get_value_string_utf8(env, item, NULL, 0, &itemLen) != napi_ok) {
+      napi_throw_type_error(env, NULL, "execv: argv must hold strings");
+      goto fail;
+    }
+    argv[i] = malloc(itemLen + 1);
+    if (!argv[i]) {
+      throw_errno(env, "execv", file, ENOMEM);
+      goto fail;
+    }
+    napi_get_value_string_utf8(env, item, argv[i], itemLen + 1, &itemLen);
+  }
+  // libuv made the standard streams non-blocking; the new program expects them as
+  // a shell hands them over (a write to a full pipe would fail with EAGAIN).
+  for (int fd = 0; fd <= 2; fd++) {
+    int flags = fcntl(fd, F_GETFL);
+    if (flags != -1 && (flags & O_NONBLOCK)) fcntl(fd, F_SETFL, flags & ~O_NONBLOCK);
+    int fdflags = fcntl(fd, F_GETFD);
+    if (fdflags != -1 && (fdflags & FD_CLOEXEC)) fcntl(fd, F_SETFD, fdflags & ~FD_CLOEXEC);
+  }
+  execv(file, argv);
+  throw_errno(env, "execv", file, errno);
+fail:
+  for (uint32_t i = 0; i < n; i++) free(argv[i]);
+  free(argv);
+  return NULL;
+}
+
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
     {"runInNetns", NULL, run_in_netns, NULL, NULL, NULL, napi_default, NULL},
@@ -199,6 +248,7 @@ static napi_value init(napi_env env, napi_value exports) {
     {"deleteNetns", NULL, delete_netns, NULL, NULL, NULL, napi_default, NULL},
     {"tryLock", NULL, try_lock, NULL, NULL, NULL, napi_default, NULL},
     {"unlock", NULL, unlock, NULL, NULL, NULL, napi_default, NULL},
+    {"execv", NULL, exec_v, NULL, NULL, NULL, napi_default, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   return exports;

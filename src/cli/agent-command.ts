@@ -206,9 +206,12 @@ export function registerAgentCommand(program: Command): void {
         if (e instanceof InvalidArgumentError) command.error(`twill agent: ${e.message}`, { exitCode: 2 });
         throw e;
       }
+      const { restartWithAgentV8Flags } = await import('../agent/v8flags.js');
+      const notRestarted = restartWithAgentV8Flags();
       const { createLogger } = await import('../agent/log.js');
       const { Agent } = await import('../agent/agent.js');
       const log = createLogger(opts.logLevel, opts.nodeName);
+      if (notRestarted) log.warn(notRestarted);
       if (raw.iptablesForwardRules === false) log.warn('--iptables-forward-rules=false is not supported: the forward accept rules are always installed (pod traffic needs them under a FORWARD policy of DROP)');
       if (raw.ipBlackholeRoute) log.warn('--ip-blackhole-route is not supported yet: ignored');
       const agent = new Agent(opts, log);

@@ -20,6 +20,8 @@ interface NetnsAddon {
   deleteNetns(name: string): void;
   tryLock(fd: number, exclusive: boolean): boolean;
   unlock(fd: number): void;
+  /** Replaces the process (same pid and environment); returns only by throwing. */
+  execv(file: string, argv: string[]): never;
 }
 
 /** The native addons twill loads: its own, and the netlink package's socket binding. */
