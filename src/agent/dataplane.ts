@@ -85,7 +85,15 @@ export class DataPlane {
     switch (e.type) {
       case 'snapshot':
         this.peers.clear();
-        for (const l of e.leases) this.peers.set(leaseKey(l), l);
+        for (const l of e.leases) {
+          this.peers.set(leaseKey(l), l);
+          for (const b of this.backends) {
+            const problem = b.problemWith?.(l);
+            if (!problem) continue;
+            this.metrics.peerErrors.inc();
+            this.log.warn({ lease: describeLease(l), err: problem }, 'cannot program the path to this peer');
+          }
+        }
         this.metrics.leasesKnown.set(this.peers.size);
         return this.enqueue(() => this.sync('snapshot')).then(() => {
           this.synced = true;

@@ -33,6 +33,8 @@ export interface Backend {
   removePeer(lease: Lease): Promise<void>;
   /** Makes the kernel match `own` and `peers` exactly, for what this backend owns; returns the repairs. */
   sync(own: Lease, peers: Lease[]): Promise<Repair[]>;
+  /** Why a lease cannot be programmed (e.g. no VtepMAC), or null: sync skips such leases, the agent says so once. */
+  problemWith?(lease: Lease): string | null;
   /** Whether a kernel change touches what this backend owns (then a sync may be needed). */
   concerns(ev: KernelEvent): boolean;
 }

@@ -303,6 +303,17 @@ export class VxlanBackend implements Backend {
     return repairs;
   }
 
+  problemWith(lease: Lease): string | null {
+    const v = viewOf(lease, this.family);
+    if (!v) return null;
+    try {
+      vxlanData(v);
+      return null;
+    } catch (e) {
+      return (e as Error).message;
+    }
+  }
+
   concerns(ev: KernelEvent): boolean {
     switch (ev.kind) {
       case 'link':

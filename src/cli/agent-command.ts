@@ -62,6 +62,7 @@ interface RawOptions {
   subnetLeaseRenewMargin: number;
   kernelResync: number;
   logLevel: LogLevel;
+  printOptions?: boolean;
   nodeName?: string;
 }
 
@@ -180,6 +181,7 @@ export function registerAgentCommand(program: Command): void {
     .addOption(new Option('--kernel-resync <SECONDS>', 'safety-net full check of the kernel state (changes are seen at once anyway)').argParser(parseCount('kernel-resync', 1, 86400)).default(DEFAULTS.kernelResyncSeconds))
     .addOption(new Option('--log-level <LEVEL>', 'debug, info, warn or error').choices([...LOG_LEVELS]).default('info').env('TWILL_LOG_LEVEL'))
     .addOption(new Option('--node-name <NAME>', 'this node\'s name in logs (default: the hostname)').env('NODE_NAME'))
+    .addOption(new Option('--print-options', 'print the settings as understood (flags, flanneld aliases, FLANNELD_* variables) as JSON, and exit'))
     .addHelpText(
       'after',
       [
@@ -206,6 +208,10 @@ export function registerAgentCommand(program: Command): void {
         if (e instanceof InvalidArgumentError) command.error(`twill agent: ${e.message}`, { exitCode: 2 });
         throw e;
       }
+      if (raw.printOptions) {
+        process.stdout.write(`${JSON.stringify({ ...opts, store: { ...opts.store, ...('password' in opts.store && opts.store.password ? { password: '(set)' } : {}) } }, null, 2)}\n`);
+        return;
+      }
       const { restartWithAgentV8Flags } = await import('../agent/v8flags.js');
       const notRestarted = restartWithAgentV8Flags();
       const { createLogger } = await import('../agent/log.js');
@@ -230,4 +236,6 @@ export function registerAgentCommand(program: Command): void {
       }
     });
   cmd.showHelpAfterError('(run "twill agent --help" for usage)');
+  // Usage errors exit 2, as for every flag the agent itself refuses: 1 means the agent ran and failed.
+  cmd.exitOverride((err) => process.exit(err.exitCode === 0 ? 0 : 2));
 }
