@@ -1,4 +1,4 @@
-import type { Netns } from '../kernel/index.js';
+import { readProcNet, type Netns } from '../kernel/index.js';
 import { execIn } from './exec.js';
 import { saveCommand } from './iptables.js';
 import { FIREWALL_BACKENDS, FirewallError, type FirewallBackendName, type IptablesVariant } from './types.js';
@@ -24,6 +24,10 @@ async function saveText(variant: IptablesVariant, family: 4 | 6, netns: Netns | 
  * rules; nft when neither holds more.
  */
 export async function detectIptablesVariant(netns: Netns | null): Promise<IptablesVariant> {
+  // The common case costs no process: legacy iptables has no table in this namespace
+  // (its tables appear in /proc/net/ip*_tables_names when first used), so it holds no
+  // rule and no kubelet hint, and the wrapper's answer is nft.
+  if (!legacyHasTables(netns)) return 'nft';
   // All four at once: the full nft output includes the mangle table the wrapper reads.
   const [nft4, nft6, legacy4, legacy6] = await Promise.all([
     saveText('nft', 4, netns),
@@ -40,6 +44,11 @@ export async function detectIptablesVariant(netns: Netns | null): Promise<Iptabl
   // Not in the wrapper, which assumes both work: a kernel without nf_tables.
   if (nft4 === null && legacy4 !== null) return 'legacy';
   return 'nft';
+}
+
+/** Whether legacy iptables has any table in the namespace (false also when the proc files are missing). */
+function legacyHasTables(netns: Netns | null): boolean {
+  return ['ip_tables_names', 'ip6_tables_names'].some((f) => (readProcNet(netns, f) ?? '').trim() !== '');
 }
 
 /**

@@ -11,4 +11,5 @@ export type { Route, RouteSpec, RouteFilter, RouteScope } from './route.js';
 export type { Neigh, FdbEntry } from './neigh.js';
 export { Watcher, type KernelEvent, type WatchTopic, type ChangeType } from './watch.js';
 export { readSysctl, writeSysctl, sysctlPath } from './sysctl.js';
+export { readProcNet } from './procnet.js';
 export type { Family } from './ip.js';
