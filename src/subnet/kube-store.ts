@@ -141,7 +141,7 @@ export class KubeStore implements SubnetStore {
     if (e instanceof StoreError) return e;
     const text = e instanceof Error ? e.message : String(e);
     const hint = e instanceof KubeApiError && (e.status === 401 || e.status === 403)
-      ? ` (the credentials of ${this.client.conn.source} need nodes get/list/watch/patch and nodes/status patch)`
+      ? ` (the credentials of ${this.client.conn.source} need nodes get/list/watch and nodes/status patch, as kube-flannel's ClusterRole)`
       : e instanceof KubeApiError ? '' : ` — is the API server running and reachable? (${this.client.conn.source})`;
     return new StoreError(op, this.description, `${text}${hint}`, key, { cause: e });
   }
@@ -322,7 +322,8 @@ export class KubeStore implements SubnetStore {
     let current = node;
     try {
       if (Object.entries(wanted).some(([k, v]) => node.annotations[k] !== v)) {
-        current = asNode(await this.client.call('PATCH', this.nodePath(name), { metadata: { annotations: wanted } }, 'application/merge-patch+json'));
+        // Through nodes/status, as flanneld: kube-flannel's RBAC grants nodes/status patch, not nodes patch.
+        current = asNode(await this.client.call('PATCH', `${this.nodePath(name)}/status`, { metadata: { annotations: wanted } }, 'application/merge-patch+json'));
       }
       if (this.setCondition) current = await this.setNetworkAvailable(name);
     } catch (e) {
@@ -361,7 +362,7 @@ export class KubeStore implements SubnetStore {
     if (l.key !== key) throw new StoreError('remove', this.description, `this store removes only node ${name}'s own lease (${l.key})`, key);
     const n = this.names;
     const gone = Object.fromEntries([n.managed, n.backendType, n.backendData, n.backendV6Data, n.publicIp, n.publicIpv6].map((k) => [k, null]));
-    await this.run('remove', key, () => this.client.call('PATCH', this.nodePath(name), { metadata: { annotations: gone } }, 'application/merge-patch+json'));
+    await this.run('remove', key, () => this.client.call('PATCH', `${this.nodePath(name)}/status`, { metadata: { annotations: gone } }, 'application/merge-patch+json'));
     return true;
   }
 
@@ -407,14 +408,18 @@ export class KubeStore implements SubnetStore {
       if ('error' in l) onEvent({ type: 'put', key: l.key, error: l.error, revision });
       else onEvent({ type: 'put', key: l.key, lease: l.lease, revision });
     };
+    let openedAt = 0;
     const open = () => {
       if (stopped) return;
+      openedAt = Date.now();
       const path = `/api/v1/nodes?watch=true&allowWatchBookmarks=true&resourceVersion=${rv}&timeoutSeconds=${WATCH_SECONDS}`;
       stream = this.client.watch(path, onKubeEvent, (err) => {
         stream = null;
         if (stopped) return;
-        // The server ended the request (timeoutSeconds): go on from where it was.
-        if (err === null) open();
+        // The server ended the request (timeoutSeconds): go on from where it was. At once again
+        // (a server shutting down) is a failure, so the manager backs off rather than loop.
+        if (err === null && Date.now() - openedAt > 1000) open();
+        else if (err === null) fail(new StoreError('watch', this.description, 'the API server ended the watch at once (shutting down?)'));
         else if (err instanceof KubeApiError && err.status === 410) fail(new CompactedError(this.description, rv + 1, rv));
         else if (err instanceof StoreError) fail(err);
         else fail(this.wrap('watch', undefined, err));
