@@ -43,7 +43,8 @@ describe('agent: Kubernetes store (kube-apiserver v1.37 on the underlay)', () =>
     api = await KubeApiServer.start(c.extra.k!.name, API_IP);
     console.log(`# kube-apiserver ready in ${api.startTimes[0]} ms`);
     const netConf = c.tmp.netConf({ Network: '10.244.0.0/16', Backend: { Type: 'vxlan' } });
-    kubeArgs = ['--store', 'kube', '--net-conf', netConf, '--kubeconfig-file', api.kubeconfig];
+    // --ip-masq as kube-flannel runs it (without it the CNI bridge masquerades pod traffic itself).
+    kubeArgs = ['--store', 'kube', '--net-conf', netConf, '--kubeconfig-file', api.kubeconfig, '--ip-masq'];
     await api.createNode({ name: 'n1', podCidrs: ['10.244.1.0/24'] });
     await api.createNode({ name: 'n2', podCidrs: ['10.244.2.0/24'] });
     await api.createNode({ name: 'n3' });
