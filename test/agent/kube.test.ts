@@ -93,6 +93,26 @@ describe('agent: Kubernetes store (kube-apiserver v1.37 on the underlay)', () =>
     assert.match(agent.stderr, /node "n3" pod cidr not assigned/);
   });
 
+  it('its pod CIDR assigned later, the node joins; public-ip-overwrite replaces its public IP for the peers', async () => {
+    // As kube-controller-manager does (spec.podCIDR can be set once), and a user's overwrite annotation.
+    await api.ok('PATCH', '/api/v1/nodes/n3', { spec: { podCIDR: '10.244.3.0/24', podCIDRs: ['10.244.3.0/24'] }, metadata: { annotations: { [`${A}/public-ip-overwrite`]: '198.18.0.133' } } }, 'application/merge-patch+json');
+    // The overwritten address must reach n3 too: a second address on its underlay interface.
+    await n3.host.handle.addAddr('eth0', '198.18.0.133/24');
+    await c.start(n3, kubeArgs).ready(30_000);
+    assert.equal(c.subnetEnv(n3).FLANNEL_SUBNET, '10.244.3.1/24');
+    const a = (await api.getNode('n3')).metadata.annotations ?? {};
+    assert.equal(a[`${A}/public-ip`], '198.18.0.133');
+    const [link] = await ipJson<{ address: string }[]>(n3.host.name, ['link', 'show', 'flannel.1']);
+    for (const n of [n1, n2]) {
+      await eventually(async () => {
+        assert.ok((await c.routesVia(n, 'flannel.1')).includes('10.244.3.0/24'));
+        assert.ok((await c.fdb(n)).some((f) => f.mac === link!.address && f.dst === '198.18.0.133'), JSON.stringify(await c.fdb(n)));
+      }, 10_000);
+    }
+    pods.push(await c.addPod(n3));
+    assert.equal(await sourceSeenBy(pods[2]!.host, pods[2]!.ip!, pods[0]!.host), pods[0]!.ip, 'pod n1 → pod n3 through the overwritten public IP');
+  });
+
   it('peers are the annotated nodes only; a node added is programmed, a node deleted is removed', async () => {
     await api.createNode({ name: 'x8', podCidrs: ['10.244.8.0/24'] });
     await api.createNode({ name: 'x9', podCidrs: ['10.244.9.0/24'], annotations: peerAnnotations('198.18.0.99', '0a:99:00:00:00:01') });
