@@ -1,7 +1,10 @@
-// The Kubernetes store's parts that need no API server: where it connects
-// (kubeconfig, --kube-api-url, in-cluster) and how a Node reads as a lease.
-// The store against a real kube-apiserver: test/agent/kube.test.ts.
-import { describe, it, after } from 'node:test';
+// The Kubernetes store: where it connects (kubeconfig, --kube-api-url,
+// in-cluster) and how a Node reads as a lease, without an API server; then
+// the store itself against a real kube-apiserver (from a worker process in a
+// test namespace: kube-worker.ts). The agent on it: test/agent/kube.test.ts.
+import { describe, it, after, before } from 'node:test';
+import { execFile } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -9,6 +12,8 @@ import { join } from 'node:path';
 import { resolveConnection, KubeConfigError } from '../../src/subnet/kube-client.js';
 import { KubeStore, annotationNames, type KubeNode } from '../../src/subnet/kube-store.js';
 import { StoreError } from '../../src/subnet/store.js';
+import { TestHosts } from '../support/hosts.js';
+import { KubeApiServer } from '../support/kube.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'twill-kube-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
@@ -87,5 +92,47 @@ describe('kube store: a Node as a lease', () => {
     assert.equal(s.names.managed, 'example.com/kube-subnet-manager');
     assert.equal(s.nodeLease(node(flannel)), null, 'flannel\'s prefix is not this store\'s');
     assert.throws(() => new KubeStore({ apiUrl: 'http://h:1', kubeconfigFile: null, nodeName: null, annotationPrefix: 'bad prefix!' }), /not an annotation prefix/);
+  });
+});
+
+describe('kube store: against kube-apiserver', () => {
+  const hosts = new TestHosts();
+  let api: KubeApiServer;
+  let worker: string;
+  before(async () => {
+    const { hosts: h } = await hosts.underlay({ k: '198.18.0.101/24', w: '198.18.0.1/24' });
+    worker = h.w!.name;
+    // No watch cache: a fresh cache answers a watch from an old resourceVersion with the current
+    // objects as ADDED; straight from a compacted etcd it is 410 Gone, which this test is about.
+    api = await KubeApiServer.start(h.k!.name, '198.18.0.101', { extraArgs: ['--watch-cache=false'] });
+    await api.createNode({ name: 'w1', podCidrs: ['10.245.1.0/24'] });
+    await api.createNode({ name: 'peer', podCidrs: ['10.245.2.0/24'], annotations: { 'flannel.alpha.coreos.com/kube-subnet-manager': 'true', 'flannel.alpha.coreos.com/backend-type': 'host-gw', 'flannel.alpha.coreos.com/backend-data': 'null', 'flannel.alpha.coreos.com/public-ip': '198.18.0.2' } });
+  });
+  after(async () => {
+    await api?.destroy();
+    await hosts.cleanup();
+  });
+
+  it('create only for its own pod CIDR and without TTL; list, watch from the revision, 410 Gone as CompactedError, remove, renew after removal', async () => {
+    // History before now is gone: the worker's watch from revision 2 must get 410 Gone.
+    await api.compactEtcd();
+    const script = fileURLToPath(new URL('./kube-worker.js', import.meta.url));
+    const stdout = await new Promise<string>((resolve, reject) => {
+      execFile('ip', ['netns', 'exec', worker, process.execPath, script, api.kubeconfig, 'w1'], { timeout: 60_000 }, (err, out, errText) => (err ? reject(new Error(`kube-worker: ${err.message}\n${errText}`)) : resolve(out)));
+    });
+    const r = JSON.parse(stdout) as Record<string, unknown>;
+    assert.match(String(r.wrongSubnet), /^StoreError: .*writes only node w1's lease, for its pod CIDR 10\.245\.1\.0\/24/);
+    assert.match(String(r.withTtl), /^StoreError: .*does not expire/);
+    assert.deepEqual(r.created, { key: '10.245.1.0-24', publicIp: '198.18.0.1', expiresAt: null });
+    assert.deepEqual(r.listed, ['10.245.1.0-24', '10.245.2.0-24']);
+    assert.equal(r.revisionIsNumber, true);
+    assert.deepEqual(r.events, [{ type: 'delete', key: '10.245.2.0-24', after: true }]);
+    assert.equal(r.ancient, 'CompactedError');
+    assert.match(String(r.othersKey), /^StoreError: .*removes only node w1's own lease/);
+    assert.equal(r.removed, true);
+    assert.deepEqual(r.afterRemove, []);
+    assert.equal(r.renewGone, 'LeaseGoneError');
+    const a = (await api.getNode('w1')).metadata.annotations ?? {};
+    assert.deepEqual(Object.keys(a).filter((k) => k.startsWith('flannel.alpha.coreos.com/')), [], 'remove took every lease annotation off');
   });
 });

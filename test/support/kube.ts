@@ -63,6 +63,7 @@ export class KubeApiServer {
     readonly ip: string,
     readonly dir: string,
     readonly etcd: EtcdCluster,
+    private readonly extraArgs: string[],
   ) {
     this.url = `https://${ip}:6443`;
     this.caFile = join(dir, 'ca.pem');
@@ -70,8 +71,9 @@ export class KubeApiServer {
     this.logFile = join(dir, 'kube-apiserver.log');
   }
 
-  /** etcd and kube-apiserver in namespace `netns` at `ip`; resolves once /readyz is 200. */
-  static async start(netns: string, ip: string, readyTimeoutMs = 90_000): Promise<KubeApiServer> {
+  /** etcd and kube-apiserver (with `extraArgs`) in namespace `netns` at `ip`; resolves once /readyz is 200. */
+  static async start(netns: string, ip: string, opts: { readyTimeoutMs?: number; extraArgs?: string[] } = {}): Promise<KubeApiServer> {
+    const readyTimeoutMs = opts.readyTimeoutMs ?? 90_000;
     requireKubeApiserver();
     const dir = mkdtempSync(join(tmpdir(), `${RUN_PREFIX}-${process.pid}-kube-`));
     let etcd: EtcdCluster;
@@ -81,7 +83,7 @@ export class KubeApiServer {
       rmSync(dir, { recursive: true, force: true });
       throw e;
     }
-    const s = new KubeApiServer(netns, ip, dir, etcd);
+    const s = new KubeApiServer(netns, ip, dir, etcd, opts.extraArgs ?? []);
     live.add(s);
     hookExit();
     try {
@@ -144,6 +146,7 @@ export class KubeApiServer {
       '--service-account-issuer=https://kubernetes.default.svc',
       '--service-cluster-ip-range=10.96.0.0/16',
       '--v=1',
+      ...this.extraArgs,
     ];
     const proc = spawn('ip', ['netns', 'exec', this.netns, 'setpriv', ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
     proc.stderr!.pipe(createWriteStream(this.logFile, { flags: 'a' }));
@@ -225,6 +228,17 @@ export class KubeApiServer {
 
   deleteNode(name: string): Promise<unknown> {
     return this.ok('DELETE', `/api/v1/nodes/${name}`);
+  }
+
+  /** Compacts etcd's history up to now: a watch from an older resourceVersion then gets 410 Gone. */
+  async compactEtcd(): Promise<number> {
+    const m = this.etcd.members[0]!;
+    const r = await this.etcd.request(m, '/v3/kv/range', JSON.stringify({ key: Buffer.from('/').toString('base64') }));
+    const revision = Number((JSON.parse(r.text) as { header?: { revision?: string } }).header?.revision);
+    if (!(revision > 0)) throw new Error(`etcd gave no revision: ${r.status} ${r.text}`);
+    const c = await this.etcd.request(m, '/v3/kv/compaction', JSON.stringify({ revision: String(revision), physical: true }));
+    if (c.status !== 200) throw new Error(`etcd compaction to ${revision} failed: ${c.status} ${c.text}`);
+    return revision;
   }
 
   /** Stops the server (SIGTERM, then SIGKILL after 10 s); etcd stays. */
