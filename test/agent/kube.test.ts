@@ -35,6 +35,8 @@ describe('agent: Kubernetes store (kube-apiserver v1.37 on the underlay)', () =>
   let api: KubeApiServer;
   let n1: ClusterNode, n2: ClusterNode, n3: ClusterNode;
   let kubeArgs: string[];
+  /** The same as a flanneld command line (kube-flannel's DaemonSet), Go-style flags. */
+  let flannelArgs: string[];
   const pods: Pod[] = [];
 
   before(async () => {
@@ -45,6 +47,7 @@ describe('agent: Kubernetes store (kube-apiserver v1.37 on the underlay)', () =>
     const netConf = c.tmp.netConf({ Network: '10.244.0.0/16', Backend: { Type: 'vxlan' } });
     // --ip-masq as kube-flannel runs it (without it the CNI bridge masquerades pod traffic itself).
     kubeArgs = ['--store', 'kube', '--net-conf', netConf, '--kubeconfig-file', api.kubeconfig, '--ip-masq'];
+    flannelArgs = ['-kube-subnet-mgr', `-kubeconfig-file=${api.kubeconfig}`, `-net-config-path=${netConf}`, '-ip-masq'];
     await api.createNode({ name: 'n1', podCidrs: ['10.244.1.0/24'] });
     await api.createNode({ name: 'n2', podCidrs: ['10.244.2.0/24'] });
     await api.createNode({ name: 'n3' });
@@ -98,7 +101,7 @@ describe('agent: Kubernetes store (kube-apiserver v1.37 on the underlay)', () =>
     await api.ok('PATCH', '/api/v1/nodes/n3', { spec: { podCIDR: '10.244.3.0/24', podCIDRs: ['10.244.3.0/24'] }, metadata: { annotations: { [`${A}/public-ip-overwrite`]: '198.18.0.133' } } }, 'application/merge-patch+json');
     // The overwritten address must reach n3 too: a second address on its underlay interface.
     await n3.host.handle.addAddr('eth0', '198.18.0.133/24');
-    await c.start(n3, kubeArgs).ready(30_000);
+    await c.start(n3, flannelArgs).ready(30_000);
     assert.equal(c.subnetEnv(n3).FLANNEL_SUBNET, '10.244.3.1/24');
     const a = (await api.getNode('n3')).metadata.annotations ?? {};
     assert.equal(a[`${A}/public-ip`], '198.18.0.133');
@@ -132,7 +135,9 @@ describe('agent: Kubernetes store (kube-apiserver v1.37 on the underlay)', () =>
   });
 
   it('the API server stops: pods keep talking; back up, the agents catch up on a node added since', async () => {
+    const tStop = Date.now();
     await api.stop();
+    console.log(`# kube-apiserver stopped (SIGTERM) in ${Date.now() - tStop} ms`);
     const { sent, received } = await ping(pods[0]!, pods[1]!, 40);
     assert.equal(received, sent, 'pods keep talking while the API server is down');
     for (const n of [n1, n2]) await n.agent!.waitFor((l) => l.msg.startsWith('store watch failed'), 20_000);
