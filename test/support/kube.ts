@@ -241,15 +241,23 @@ export class KubeApiServer {
     return revision;
   }
 
-  /** Stops the server (SIGTERM, then SIGKILL after 10 s); etcd stays. */
-  async stop(): Promise<void> {
+  /**
+   * Stops the server (SIGTERM, then SIGKILL after graceMs); etcd stays. Says which signal ended
+   * it: with clients watching, kube-apiserver's graceful shutdown waits for their streams.
+   */
+  async stop(graceMs = 10_000): Promise<'SIGTERM' | 'SIGKILL' | null> {
     const p = this.proc;
-    if (!p) return;
+    if (!p) return null;
     const exited = new Promise<void>((r) => (p.exitCode !== null || p.signalCode !== null ? r() : p.once('exit', () => r())));
+    let how: 'SIGTERM' | 'SIGKILL' = 'SIGTERM';
     p.kill('SIGTERM');
-    const t = setTimeout(() => p.kill('SIGKILL'), 10_000);
+    const t = setTimeout(() => {
+      how = 'SIGKILL';
+      p.kill('SIGKILL');
+    }, graceMs);
     await exited;
     clearTimeout(t);
+    return how;
   }
 
   /** Starts a stopped server again (same etcd, same files). */
