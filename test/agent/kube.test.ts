@@ -157,3 +157,38 @@ describe('agent: Kubernetes store (kube-apiserver v1.37 on the underlay)', () =>
     await ping(pods[0]!, pods[1]!, 5, 0.2).then((r) => assert.equal(r.received, r.sent));
   });
 });
+
+describe('agent: Kubernetes store, dual stack, host-gw', () => {
+  const c = new TestCluster({ nodes: 2, ipv6: true, extra: ['k'] });
+  let api: KubeApiServer;
+  before(async () => {
+    await c.build();
+    api = await KubeApiServer.start(c.extra.k!.name, API_IP);
+    for (const [i, n] of c.nodes.entries()) await api.createNode({ name: n.name, podCidrs: [`10.246.${i + 1}.0/24`, `fd46:0:0:${i + 1}::/64`] });
+  });
+  after(async () => {
+    await api?.destroy();
+    await c.cleanup();
+  });
+
+  it('both pod CIDRs as one lease; IPv6 annotations as flannel writes them; routes via the peers\' public IPs; pods reach each other on both families', async () => {
+    const netConf = c.tmp.netConf({ Network: '10.246.0.0/16', EnableIPv6: true, IPv6Network: 'fd46::/56', Backend: { Type: 'host-gw' } }, 'dual.json');
+    await Promise.all(c.nodes.map((n) => c.start(n, ['--store', 'kube', '--net-conf', netConf, '--kubeconfig-file', api.kubeconfig, '--ip-masq']).ready(30_000)));
+    const [a, b] = c.nodes as [ClusterNode, ClusterNode];
+    assert.equal(c.subnetEnv(a).FLANNEL_SUBNET, '10.246.1.1/24');
+    assert.equal(c.subnetEnv(a).FLANNEL_IPV6_SUBNET, 'fd46:0:0:1::1/64');
+    const ann = (await api.getNode('n2')).metadata.annotations ?? {};
+    assert.deepEqual(
+      [ann[`${A}/backend-type`], ann[`${A}/backend-data`], ann[`${A}/backend-v6-data`], ann[`${A}/public-ip`], ann[`${A}/public-ipv6`]],
+      ['host-gw', 'null', 'null', '198.18.0.2', 'fd18::2'],
+    );
+    await eventually(async () => {
+      const [r6] = await ipJson<{ gateway: string; dev: string }[]>(a.host.name, ['-6', 'route', 'show', 'fd46:0:0:2::/64', 'proto', '87']);
+      assert.deepEqual([r6?.gateway, r6?.dev], [b.ip6, 'eth0']);
+    });
+    const pa = await c.addPod(a);
+    const pb = await c.addPod(b);
+    assert.equal(await sourceSeenBy(pb.host, pb.ip!, pa.host), pa.ip);
+    assert.equal(await sourceSeenBy(pb.host, pb.ip6!, pa.host), pa.ip6);
+  });
+});
