@@ -15,7 +15,18 @@ export type StoreSpec =
       username: string | null;
       password: string | null;
     }
-  | { kind: 'kube' };
+  | {
+      kind: 'kube';
+      /** --kube-api-url, --kubeconfig-file; neither: in-cluster (the pod's service account). */
+      apiUrl: string | null;
+      kubeconfigFile: string | null;
+      annotationPrefix: string;
+      setNodeNetworkUnavailable: boolean;
+      /** This node's Node object (NODE_NAME, --node-name); null for a reader (twill explain). */
+      nodeName: string | null;
+      /** Which public IPs the flags gave: flannel's node-public-ip annotations give the others. */
+      publicIpFlags: { ipv4: boolean; ipv6: boolean };
+    };
 
 export interface AgentOptions {
   store: StoreSpec;
@@ -52,6 +63,7 @@ export const DEFAULTS = {
   dataDir: '/var/lib/twill',
   etcdPrefix: '/coreos.com/network',
   kubeNetConf: '/etc/kube-flannel/net-conf.json',
+  kubeAnnotationPrefix: 'flannel.alpha.coreos.com',
   healthzIp: '127.0.0.1',
   rulesResyncSeconds: 5,
   renewMarginMinutes: 60,

@@ -20,7 +20,12 @@ export async function openStore(spec: StoreSpec): Promise<SubnetStore> {
         username: opt(spec.username), password: opt(spec.password),
       });
     }
-    case 'kube':
-      throw new StoreChoiceError('the Kubernetes store (--store kube, --kube-subnet-mgr) is not built yet: use --store local:PATH or --store etcd:URL');
+    case 'kube': {
+      const { KubeStore } = await import('../subnet/kube-store.js');
+      return new KubeStore({
+        apiUrl: spec.apiUrl, kubeconfigFile: spec.kubeconfigFile, nodeName: spec.nodeName, annotationPrefix: spec.annotationPrefix,
+        setNodeNetworkUnavailable: spec.setNodeNetworkUnavailable, publicIpFlags: spec.publicIpFlags,
+      });
+    }
   }
 }

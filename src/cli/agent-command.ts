@@ -44,6 +44,10 @@ interface RawOptions {
   etcdUsername?: string;
   etcdPassword?: string;
   kubeSubnetMgr?: boolean;
+  kubeApiUrl?: string;
+  kubeconfigFile?: string;
+  kubeAnnotationPrefix?: string;
+  setNodeNetworkUnavailable?: boolean;
   iface?: string[];
   ifaceRegex?: string[];
   ifaceCanReach?: string;
@@ -72,7 +76,8 @@ const STORE_CHOICES =
   'twill has no default store: nodes that each lease from a private store would hand out the same subnets.';
 
 /** The flags that choose a store: `twill explain --store` resolves them the same way. */
-export type StoreFlags = Pick<RawOptions, 'store' | 'etcdEndpoints' | 'etcdPrefix' | 'etcdCafile' | 'etcdCertfile' | 'etcdKeyfile' | 'etcdUsername' | 'etcdPassword' | 'kubeSubnetMgr'>;
+export type StoreFlags = Pick<RawOptions, 'store' | 'etcdEndpoints' | 'etcdPrefix' | 'etcdCafile' | 'etcdCertfile' | 'etcdKeyfile' | 'etcdUsername' | 'etcdPassword' | 'kubeSubnetMgr'> &
+  Partial<Pick<RawOptions, 'kubeApiUrl' | 'kubeconfigFile' | 'kubeAnnotationPrefix' | 'setNodeNetworkUnavailable'>>;
 
 export function resolveStore(raw: StoreFlags): StoreSpec {
   const etcd = (endpoints: string[]): StoreSpec => {
@@ -86,6 +91,12 @@ export function resolveStore(raw: StoreFlags): StoreSpec {
     };
   };
   const list = (s: string) => s.split(',').map((x) => x.trim()).filter(Boolean);
+  // The agent fills in the node's name and its public IP flags (resolveAgentOptions).
+  const kube = (): StoreSpec => ({
+    kind: 'kube', apiUrl: raw.kubeApiUrl ?? null, kubeconfigFile: raw.kubeconfigFile ?? null,
+    annotationPrefix: raw.kubeAnnotationPrefix ?? DEFAULTS.kubeAnnotationPrefix,
+    setNodeNetworkUnavailable: raw.setNodeNetworkUnavailable ?? true, nodeName: null, publicIpFlags: { ipv4: false, ipv6: false },
+  });
   if (raw.store !== undefined) {
     const [kind, ...rest] = raw.store.split(':');
     const arg = rest.join(':');
@@ -98,18 +109,20 @@ export function resolveStore(raw: StoreFlags): StoreSpec {
         if (!arg) throw new InvalidArgumentError('--store etcd needs its endpoints: --store etcd:http://10.0.0.1:2379[,http://...]');
         return etcd(list(arg));
       case 'kube':
-        return { kind: 'kube' };
+        return kube();
       default:
         throw new InvalidArgumentError(`--store ${JSON.stringify(raw.store)} is not a store: ${STORE_CHOICES}`);
     }
   }
-  if (raw.kubeSubnetMgr) return { kind: 'kube' };
+  if (raw.kubeSubnetMgr) return kube();
   if (raw.etcdEndpoints !== undefined) return etcd(list(raw.etcdEndpoints));
   throw new InvalidArgumentError(`no store: ${STORE_CHOICES}`);
 }
 
 export function resolveAgentOptions(raw: RawOptions): AgentOptions {
-  const store = resolveStore(raw);
+  let store = resolveStore(raw);
+  const nodeName = raw.nodeName ?? hostname();
+  if (store.kind === 'kube') store = { ...store, nodeName, publicIpFlags: { ipv4: raw.publicIp !== undefined, ipv6: raw.publicIpv6 !== undefined } };
   if (raw.netConf !== undefined && raw.netConfigPath !== undefined && raw.netConf !== raw.netConfigPath) {
     throw new InvalidArgumentError('--net-conf and --net-config-path name different files: give one');
   }
@@ -139,7 +152,7 @@ export function resolveAgentOptions(raw: RawOptions): AgentOptions {
     kernelResyncMs: raw.kernelResync * 1000,
     storeRetryMs: DEFAULTS.storeRetrySeconds * 1000,
     logLevel: raw.logLevel,
-    nodeName: raw.nodeName ?? hostname(),
+    nodeName,
   };
 }
 
@@ -180,7 +193,7 @@ export function registerAgentCommand(program: Command): void {
     .addOption(new Option('--subnet-lease-renew-margin <MINUTES>', 'renew the lease this long before it expires').argParser(parseCount('subnet-lease-renew-margin', 1, 1439)).default(DEFAULTS.renewMarginMinutes).env('FLANNELD_SUBNET_LEASE_RENEW_MARGIN'))
     .addOption(new Option('--kernel-resync <SECONDS>', 'safety-net full check of the kernel state (changes are seen at once anyway)').argParser(parseCount('kernel-resync', 1, 86400)).default(DEFAULTS.kernelResyncSeconds))
     .addOption(new Option('--log-level <LEVEL>', 'debug, info, warn or error').choices([...LOG_LEVELS]).default('info').env('TWILL_LOG_LEVEL'))
-    .addOption(new Option('--node-name <NAME>', 'this node\'s name in logs (default: the hostname)').env('NODE_NAME'))
+    .addOption(new Option('--node-name <NAME>', 'this node\'s name: its Node object with --store kube, and in logs (default: the hostname)').env('NODE_NAME'))
     .addOption(new Option('--print-options', 'print the settings as understood (flags, flanneld aliases, FLANNELD_* variables) as JSON, and exit'))
     .addHelpText(
       'after',

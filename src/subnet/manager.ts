@@ -57,7 +57,8 @@ export interface AcquirePreferences {
 export interface Acquired {
   key: string;
   lease: Lease;
-  how: 'own-lease' | 'previous' | 'random';
+  /** assigned: the store gave this node its subnet (Kubernetes: the node's podCIDR). */
+  how: 'own-lease' | 'previous' | 'random' | 'assigned';
   /** How many tries it took (1 unless it lost races). */
   attempts: number;
 }
@@ -173,6 +174,7 @@ export class LeaseManager {
       backendData: prefs.backendData ?? null,
       backendV6Data: prefs.backendV6Data ?? null,
     };
+    if (this.store.assignedSubnets) return this.acquireAssigned(config, attrs);
     for (let attempt = 1; attempt <= RACE_RETRIES; attempt++) {
       const got = await this.tryAcquire(config, prefs, attrs, id);
       if (got) {
@@ -185,6 +187,21 @@ export class LeaseManager {
       this.log(`lost a race for a subnet in ${this.store.description} (try ${attempt} of ${RACE_RETRIES}), listing again`);
     }
     throw new AcquireError(`no subnet lease after ${RACE_RETRIES} tries in ${this.store.description}: other nodes took every subnet this node chose; try again`);
+  }
+
+  /** The store assigns the subnet (Kubernetes): write that lease, without a TTL (it lives as long as the node). */
+  private async acquireAssigned(config: NetworkConfig, attrs: LeaseAttrs): Promise<Acquired> {
+    const assigned = await this.store.assignedSubnets!({ ipv4: config.ipv4 !== null, ipv6: config.ipv6 !== null });
+    for (const [f, c] of [[config.ipv4, assigned.subnet], [config.ipv6, assigned.ipv6Subnet]] as const) {
+      if (f && c && !(c.prefix >= f.network.prefix && overlaps(f.network, c))) {
+        throw new AcquireError(`the subnet ${formatCidr(c)} assigned to this node by ${this.store.description} is outside the cluster network ${formatCidr(f.network)} of the network config: they must agree (kube-controller-manager --cluster-cidr and net-conf.json's Network)`);
+      }
+    }
+    const stored = await this.store.create({ ...assigned, attrs, expiresAt: null }, null);
+    if (!stored) throw new AcquireError(`${this.store.description} refused to write this node's lease for its assigned subnet`);
+    this.own = stored;
+    this.log(`lease ${stored.key}: the subnet assigned to this node by ${this.store.description}`);
+    return { key: stored.key, lease: stored.lease, how: 'assigned', attempts: 1 };
   }
 
   /** One round: list, choose, compare-and-swap. null when a race was lost. */

@@ -100,6 +100,14 @@ export interface SubnetStore {
    */
   watch(fromRevision: number, onEvent: (e: WatchEvent) => void, onError: (e: Error) => void): Watcher;
 
+  /**
+   * Only for a store where a node's subnet is assigned, not chosen (Kubernetes:
+   * node.spec.podCIDRs): this node's subnets for the cluster's families. The
+   * manager then writes exactly that lease (create, no TTL) instead of choosing
+   * one. A StoreError is worth retrying; another error is final (no subnet assigned).
+   */
+  assignedSubnets?(families: { ipv4: boolean; ipv6: boolean }): Promise<Pick<Lease, 'subnet' | 'ipv6Subnet'>>;
+
   /** Ends every watch and releases the store; idempotent. */
   close(): Promise<void>;
 }
