@@ -9,18 +9,11 @@ import { EtcdCluster } from '../support/etcd.js';
 import { EtcdClientProcess } from '../support/etcd-client.js';
 import { FlanneldProcess, requireFlanneld } from '../support/flanneld.js';
 import { ipJson } from '../support/exec.js';
-import { sourceSeenBy } from '../support/traffic.js';
+import { pingStream, sourceSeenBy } from '../support/traffic.js';
 
 const PREFIX = '/coreos.com/network';
 const CONFIG = { Network: '10.249.0.0/16', Backend: { Type: 'vxlan' } };
 
-/** A steady ping from one pod to another: how many of `count` came back. */
-async function pingStream(from: Pod, to: Pod, count: number, intervalS = 0.05): Promise<{ sent: number; received: number }> {
-  const out = await from.host.exec('ping', ['-q', '-i', String(intervalS), '-c', String(count), '-W', '1', to.ip!]).catch((e: Error) => e.message);
-  const m = /(\d+) packets transmitted, (\d+) received/.exec(out);
-  if (!m) throw new Error(`no ping summary: ${out}`);
-  return { sent: Number(m[1]), received: Number(m[2]) };
-}
 
 describe('agent: etcd (3 members), two twill nodes and one flanneld node', () => {
   const c = new TestCluster({ nodes: 3, extra: ['e1', 'e2', 'e3'] });
@@ -76,7 +69,7 @@ describe('agent: etcd (3 members), two twill nodes and one flanneld node', () =>
   });
 
   it('the etcd leader stops while a pod-to-pod stream runs: not one packet lost, and new leases still arrive', async () => {
-    const stream = pingStream(pods[0]!, pods[1]!, 100);
+    const stream = pingStream(pods[0]!.host, pods[1]!.ip!, 100);
     await new Promise((r) => setTimeout(r, 1000));
     const leader = await etcd.leader();
     await etcd.stop(leader);
@@ -91,7 +84,7 @@ describe('agent: etcd (3 members), two twill nodes and one flanneld node', () =>
 
   it('etcd entirely down: the data plane keeps working; back up, the agents catch up on what changed', async () => {
     for (const m of etcd.members) await etcd.stop(m);
-    const { sent, received } = await pingStream(pods[0]!, pods[2]!, 40);
+    const { sent, received } = await pingStream(pods[0]!.host, pods[2]!.ip!, 40);
     assert.equal(received, sent, 'pods keep talking while the store is down');
     for (const n of [n1, n2]) await n.agent!.waitFor((l) => l.msg.startsWith('store watch failed'), 20_000);
     await Promise.all(etcd.members.map((m) => etcd.start(m)));
@@ -104,7 +97,7 @@ describe('agent: etcd (3 members), two twill nodes and one flanneld node', () =>
         assert.ok(routes.includes('10.249.78.0/24') && !routes.includes('10.249.77.0/24'), `${routes.join(' ')}\n${n.agent!.stderr.split('\n').slice(-12).join('\n')}`);
       }, 30_000, 200);
     }
-    await pingStream(pods[0]!, pods[1]!, 5, 0.2).then((r) => assert.equal(r.received, r.sent));
+    await pingStream(pods[0]!.host, pods[1]!.ip!, 5, 0.2).then((r) => assert.equal(r.received, r.sent));
   });
 });
 

@@ -9,18 +9,11 @@ import { TestCluster, eventually, type ClusterNode, type Pod } from './cluster.j
 import { AgentProcess } from '../support/agent.js';
 import { KubeApiServer } from '../support/kube.js';
 import { ipJson } from '../support/exec.js';
-import { sourceSeenBy } from '../support/traffic.js';
+import { pingStream, sourceSeenBy } from '../support/traffic.js';
 
 const A = 'flannel.alpha.coreos.com';
 const API_IP = '198.18.0.101';
 
-/** How many of `count` pings from one pod to another came back. */
-async function ping(from: Pod, to: Pod, count: number, intervalS = 0.05): Promise<{ sent: number; received: number }> {
-  const out = await from.host.exec('ping', ['-q', '-i', String(intervalS), '-c', String(count), '-W', '1', to.ip!]).catch((e: Error) => e.message);
-  const m = /(\d+) packets transmitted, (\d+) received/.exec(out);
-  if (!m) throw new Error(`no ping summary: ${out}`);
-  return { sent: Number(m[1]), received: Number(m[2]) };
-}
 
 /** A node as flanneld (or twill) on another machine would have annotated it. */
 const peerAnnotations = (ip: string, mac: string) => ({
@@ -138,7 +131,7 @@ describe('agent: Kubernetes store (kube-apiserver v1.37 on the underlay)', () =>
     const tStop = Date.now();
     const how = await api.stop();
     console.log(`# kube-apiserver stopped in ${Date.now() - tStop} ms (${how === 'SIGKILL' ? 'SIGTERM did not end it: SIGKILL' : 'SIGTERM'})`);
-    const { sent, received } = await ping(pods[0]!, pods[1]!, 40);
+    const { sent, received } = await pingStream(pods[0]!.host, pods[1]!.ip!, 40);
     assert.equal(received, sent, 'pods keep talking while the API server is down');
     for (const n of [n1, n2]) await n.agent!.waitFor((l) => l.msg.startsWith('store watch failed'), 20_000);
     const t0 = Date.now();
@@ -154,7 +147,7 @@ describe('agent: Kubernetes store (kube-apiserver v1.37 on the underlay)', () =>
     }
     console.log(`# the new node programmed on both agents ${Date.now() - t1} ms after it was created`);
     for (const n of [n1, n2]) assert.equal(n.agent!.logs.some((l) => l.level >= 50), false, `no error on ${n.name}:\n${n.agent!.stderr}`);
-    await ping(pods[0]!, pods[1]!, 5, 0.2).then((r) => assert.equal(r.received, r.sent));
+    await pingStream(pods[0]!.host, pods[1]!.ip!, 5, 0.2).then((r) => assert.equal(r.received, r.sent));
   });
 });
 

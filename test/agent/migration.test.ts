@@ -12,16 +12,10 @@ import { EtcdClientProcess } from '../support/etcd-client.js';
 import { FlanneldProcess, requireFlanneld } from '../support/flanneld.js';
 import { REFERENCE_V1_10, requireReference } from '../support/cni.js';
 import { ipJson, run } from '../support/exec.js';
+import { pingStream } from '../support/traffic.js';
 
 const PREFIX = '/coreos.com/network';
 
-/** A steady ping: how many of `count` came back. */
-async function pingStream(from: Pod, to: Pod, count: number, intervalS = 0.02): Promise<{ sent: number; received: number }> {
-  const out = await from.host.exec('ping', ['-q', '-i', String(intervalS), '-c', String(count), '-W', '1', to.ip!]).catch((e: Error) => e.message);
-  const m = /(\d+) packets transmitted, (\d+) received/.exec(out);
-  if (!m) throw new Error(`no ping summary: ${out}`);
-  return { sent: Number(m[1]), received: Number(m[2]) };
-}
 
 const iptablesSave = async (n: ClusterNode) =>
   (await run('ip', ['netns', 'exec', n.host.name, 'iptables-save'])).split('\n').filter((l) => /FLANNEL/.test(l) && !l.startsWith('#')).sort();
@@ -69,7 +63,7 @@ describe('moving a node from flanneld to twill and back (etcd)', () => {
     const env = readFileSync(n1.subnetFile, 'utf8');
     const [dev] = await ipJson<{ address: string; ifindex: number }[]>(n1.host.name, ['link', 'show', 'flannel.1']);
     const rules = await iptablesSave(n1);
-    const stream = pingStream(pods[1]!, pods[0]!, 150);
+    const stream = pingStream(pods[1]!.host, pods[0]!.ip!, 150, 0.02);
     await new Promise((r) => setTimeout(r, 500));
     await flannelds[0]!.stop('SIGTERM');
     const agent = c.start(n1, ['--store', `etcd:${endpoints}`, '--ip-masq']);

@@ -27,3 +27,11 @@ export function sourceSeenBy(to: TestHost, toIp: string, from: TestHost): Promis
     });
   });
 }
+
+/** A steady ping from one host to an address: how many of `count` came back (a lost packet is a gap in the path). */
+export async function pingStream(from: TestHost, to: string, count: number, intervalS = 0.05): Promise<{ sent: number; received: number }> {
+  const out = await from.exec('ping', ['-q', '-i', String(intervalS), '-c', String(count), '-W', '1', to]).catch((e: Error) => e.message);
+  const m = /(\d+) packets transmitted, (\d+) received/.exec(out);
+  if (!m) throw new Error(`no ping summary: ${out}`);
+  return { sent: Number(m[1]), received: Number(m[2]) };
+}
