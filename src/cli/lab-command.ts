@@ -112,8 +112,12 @@ export function registerLabCommand(program: Command): void {
         const { requireState } = await import('../lab/state.js');
         const { labTargetNetns } = await import('../lab/lab.js');
         const { spawnSync } = await import('node:child_process');
-        const netns = labTargetNetns(requireState(opts.name), target);
-        const r = spawnSync('ip', ['netns', 'exec', netns, ...cmd], { stdio: 'inherit' });
+        const state = requireState(opts.name);
+        const netns = labTargetNetns(state, target);
+        // A node's command sees the node's own /run/flannel, /var/lib/cni, as its agent does.
+        const node = state.nodes.find((n) => n.name === target);
+        const { nodeView } = await import('../lab/nodeview.js');
+        const r = spawnSync('ip', ['netns', 'exec', netns, ...(node ? nodeView(node.dir) : []), ...cmd], { stdio: 'inherit' });
         if (r.error) throw new Error(`cannot run ${cmd[0]} in ${netns}: ${r.error.message}`);
         process.exitCode = r.status ?? 1;
       });

@@ -3,6 +3,7 @@
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { execIn } from './exec.js';
+import { nodeView } from './nodeview.js';
 import { LabError } from './layout.js';
 import type { LabState, NodeState, PodState, PortMapping } from './state.js';
 
@@ -29,17 +30,16 @@ interface Conflist {
 }
 
 /**
- * The node's conflist: kube-flannel's, with the node's own paths for the flannel
- * plugin (its subnet.env, its delegate cache, host-local's store), so that no
- * node uses the machine's /run/flannel or /var/lib/cni.
+ * The node's conflist: kube-flannel's as it is. Its plugins run in the node's
+ * view (nodeview.ts), where /run/flannel and /var/lib/cni are the node's own.
  */
-export function nodeConflist(node: NodeState): Conflist {
+export function nodeConflist(): Conflist {
   const [flannel, portmap] = KUBE_FLANNEL_CONFLIST.plugins;
   return {
     name: KUBE_FLANNEL_CONFLIST.name,
     cniVersion: KUBE_FLANNEL_CONFLIST.cniVersion,
     plugins: [
-      { ...flannel, delegate: { ...flannel.delegate }, subnetFile: join(node.dir, 'run/flannel/subnet.env'), dataDir: join(node.dir, 'var/lib/cni/flannel'), ipam: { dataDir: join(node.dir, 'var/lib/cni/networks') } },
+      { ...flannel, delegate: { ...flannel.delegate } },
       { ...portmap, capabilities: { ...portmap.capabilities } },
     ],
   };
@@ -47,7 +47,7 @@ export function nodeConflist(node: NodeState): Conflist {
 
 export function writeNodeConflist(node: NodeState): string {
   const path = join(node.dir, 'etc/cni/net.d/10-flannel.conflist');
-  writeFileSync(path, `${JSON.stringify(nodeConflist(node), null, 2)}\n`);
+  writeFileSync(path, `${JSON.stringify(nodeConflist(), null, 2)}\n`);
   return path;
 }
 
@@ -68,7 +68,8 @@ async function runPlugin(state: LabState, node: NodeState, pod: PodState, comman
     CNI_PATH: state.pluginDir,
     CNI_ARGS: `IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=${pod.name};K8S_POD_INFRA_CONTAINER_ID=${pod.containerId}`,
   };
-  const r = await execIn(node.netns, join(state.pluginDir, plugin.type), [], { env, input: stdin, timeoutMs: 60_000 });
+  const [sh, ...view] = nodeView(node.dir);
+  const r = await execIn(node.netns, sh!, [...view, join(state.pluginDir, plugin.type)], { env, input: stdin, timeoutMs: 60_000 });
   if (r.code !== 0) {
     throw new LabError(`CNI ${command} of pod ${pod.name} on node ${node.name}: plugin ${plugin.type} failed (exit ${r.code}): ${(r.stdout || r.stderr).trim()}`);
   }
@@ -77,7 +78,7 @@ async function runPlugin(state: LabState, node: NodeState, pod: PodState, comman
 
 /** ADD through the whole chain; the last plugin's result is the pod's (cached for DEL, as a runtime does). */
 export async function addPodNetwork(state: LabState, node: NodeState, pod: PodState): Promise<Record<string, unknown>> {
-  const list = nodeConflist(node);
+  const list = nodeConflist();
   let prev: Record<string, unknown> | null = null;
   for (const plugin of list.plugins) {
     prev = await runPlugin(state, node, pod, 'ADD', plugin, pluginStdin(list, plugin, pod, prev));
@@ -88,7 +89,7 @@ export async function addPodNetwork(state: LabState, node: NodeState, pod: PodSt
 
 /** DEL through the chain in reverse, with the cached result as prevResult; DEL succeeds when things are already gone. */
 export async function deletePodNetwork(state: LabState, node: NodeState, pod: PodState): Promise<void> {
-  const list = nodeConflist(node);
+  const list = nodeConflist();
   for (const plugin of [...list.plugins].reverse()) {
     await runPlugin(state, node, pod, 'DEL', plugin, pluginStdin(list, plugin, pod, pod.result));
   }

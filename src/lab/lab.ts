@@ -22,6 +22,7 @@ import { PLUGIN_TYPES } from '../plugins/registry.js';
 import { addPodNetwork, deletePodNetwork, portMappingsFor, resultIpv4, writeNodeConflist } from './cni.js';
 import { findLabProcesses, isOurs, logSize, logTail, readLog, sleep, startDaemon, stopProcess } from './daemons.js';
 import { execIn, mapLimit, mustExecIn } from './exec.js';
+import { nodeView } from './nodeview.js';
 import {
   CLUSTER_NETWORK, DOCKER, HOST_PORT, LAB_ROOT, LabError, MAX_NODES, UNDERLAY, checkLabName, isLabNetns, labDir, netnsName, nodeDir, podName,
 } from './layout.js';
@@ -114,11 +115,12 @@ const agentDataDir = (node: NodeState) => join(node.dir, 'var/lib/twill');
 
 function agentArgs(state: LabState, node: NodeState): string[] {
   return [
-    ...state.twill, 'agent',
+    ...nodeView(node.dir), ...state.twill, 'agent',
     '--store', state.storeSpec,
     ...(state.store === 'local' ? ['--net-conf', state.netConfPath] : ['--etcd-prefix', ETCD_PREFIX]),
     '--iface', 'eth0',
-    '--subnet-file', join(node.dir, 'run/flannel/subnet.env'),
+    // subnet.env at its default path, the node's own /run/flannel (nodeview.ts). The data dir is
+    // named: it is how the lab recognises this node's agent among the machine's processes.
     '--data-dir', agentDataDir(node),
     // As kube-flannel.yml runs flanneld: pods reach outside masqueraded, and each other with their own IPs.
     '--ip-masq',

@@ -123,6 +123,15 @@ describe('lab: 3 nodes × 2 pods, vxlan, local store', () => {
     assert.ok(inPod.includes(s.pods.find((p) => p.name === 'n1-p2')!.ip));
     const inNode = await mustLab(['exec', '--name', lab, 'n1', '--', 'ip', '-j', 'link', 'show', 'flannel.1']);
     assert.match(inNode, /"ifname":"flannel.1"/);
+    // Inside a node, the default paths are the node's own, as on a real node (the host has none of them).
+    const n1 = s.nodes.find((n) => n.name === 'n1')!;
+    const env = await mustLab(['exec', '--name', lab, 'n1', '--', 'cat', '/run/flannel/subnet.env']);
+    assert.match(env, new RegExp(`^FLANNEL_SUBNET=${n1.subnet.replace(/\.0\/24$/, '.1/24').replace(/\./g, '\\.')}$`, 'm'));
+    const ipam = await mustLab(['exec', '--name', lab, 'n1', '--', 'ls', '/var/lib/cni/networks/cbr0']);
+    for (const p of s.pods.filter((x) => x.node === 'n1')) assert.ok(ipam.split('\n').includes(p.ip), `${p.ip} allocated in n1's /var/lib/cni`);
+    // /etc/cni is the node's only where the host has one to mount over (podman's package makes it;
+    // covering all of /etc is not an option): then it holds the node's conflist, not the host's files.
+    if (existsSync('/etc/cni')) assert.match(await mustLab(['exec', '--name', lab, 'n1', '--', 'ls', '/etc/cni/net.d']), /^10-flannel\.conflist\n$/);
   });
 
   it('explain on a lab node: every pod veth tied to its pod, the other nodes\' leases programmed, no warning or error', async () => {
