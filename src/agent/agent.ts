@@ -14,7 +14,7 @@
 import { readFileSync } from 'node:fs';
 import type { Server } from 'node:http';
 import { Handle } from '../kernel/index.js';
-import { formatCidr, parseCidr, type Cidr } from '../ipam/addr.js';
+import { formatCidr, networkOf, parseCidr, type Cidr } from '../ipam/addr.js';
 import type { Backend } from '../backend/backend.js';
 import { HostGwBackend } from '../backend/hostgw.js';
 import { VxlanBackend, vxlanDeviceName } from '../backend/vxlan.js';
@@ -252,12 +252,10 @@ export class Agent {
     } catch {
       return { ipv4: null, ipv6: null };
     }
-    const net = (s: string | null) => {
+    // FLANNEL_SUBNET is the gateway address with the prefix: the subnet is its network.
+    const net = (s: string | null): Cidr | null => {
       const c = s ? parseCidr(s) : null;
-      if (!c) return null;
-      const bits = BigInt(c.ip.family === 4 ? 32 : 128);
-      const mask = ((1n << bits) - 1n) ^ ((1n << (bits - BigInt(c.prefix))) - 1n);
-      return { ip: { family: c.ip.family, value: c.ip.value & mask }, prefix: c.prefix };
+      return c ? { ip: { family: c.ip.family, value: networkOf(c) }, prefix: c.prefix } : null;
     };
     return { ipv4: net(env.subnet), ipv6: net(env.ipv6Subnet) };
   }

@@ -3,8 +3,6 @@
 import type { SubnetStore } from '../subnet/store.js';
 import type { StoreSpec } from './options.js';
 
-export class StoreChoiceError extends Error {}
-
 export async function openStore(spec: StoreSpec): Promise<SubnetStore> {
   switch (spec.kind) {
     case 'local': {

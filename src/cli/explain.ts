@@ -58,13 +58,8 @@ async function openExplainStore(opts: ExplainCliOptions): Promise<SubnetStore | 
   if (spec.kind === 'local' && !existsSync(spec.path)) {
     throw new ExplainUsageError(`--store local:${spec.path}: no such file (give the path the agents run with: their --store local:PATH)`);
   }
-  const { openStore, StoreChoiceError } = await import('../agent/stores.js');
-  try {
-    return await openStore(spec);
-  } catch (e) {
-    if (e instanceof StoreChoiceError) throw new ExplainUsageError(`--store ${opts.store ?? `etcd:${opts.etcdEndpoints}`}: ${e.message}`);
-    throw e;
-  }
+  const { openStore } = await import('../agent/stores.js');
+  return openStore(spec);
 }
 
 /** The exit status for an explanation: EXIT_ERRORS when any finding is an error, unless exitZero. */

@@ -18,6 +18,7 @@ import { dirname, join } from 'node:path';
 import { isSea } from 'node:sea';
 import { Handle, createNetns, deleteNetns, listNetns, netnsExists } from '../kernel/index.js';
 import { packageRoot } from '../kernel/native.js';
+import { formatCidr, networkOf, parseCidr } from '../ipam/addr.js';
 import { PLUGIN_TYPES } from '../plugins/registry.js';
 import { addPodNetwork, deletePodNetwork, portMappingsFor, resultIpv4, writeNodeConflist } from './cni.js';
 import { findLabProcesses, isOurs, logSize, logTail, readLog, sleep, startDaemon, stopProcess } from './daemons.js';
@@ -99,15 +100,10 @@ export function readSubnetEnv(node: NodeState): Record<string, string> | null {
   return Object.fromEntries(readFileSync(path, 'utf8').split('\n').filter((l) => l.includes('=')).map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]));
 }
 
+/** The node's subnet from subnet.env's FLANNEL_SUBNET (its gateway address and prefix). */
 function subnetOf(env: Record<string, string>): string | null {
-  const s = env.FLANNEL_SUBNET;
-  if (!s) return null;
-  const [ip, len] = s.split('/');
-  const octets = ip!.split('.').map(Number);
-  const bits = Number(len);
-  const value = ((octets[0]! << 24) | (octets[1]! << 16) | (octets[2]! << 8) | octets[3]!) >>> 0;
-  const net = bits === 0 ? 0 : (value & (~0 << (32 - bits))) >>> 0;
-  return `${[24, 16, 8, 0].map((sh) => (net >>> sh) & 255).join('.')}/${bits}`;
+  const c = env.FLANNEL_SUBNET ? parseCidr(env.FLANNEL_SUBNET) : null;
+  return c ? formatCidr({ ip: { family: c.ip.family, value: networkOf(c) }, prefix: c.prefix }) : null;
 }
 
 const agentLog = (node: NodeState) => join(node.dir, 'agent.log');
