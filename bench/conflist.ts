@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { TestHosts, type TestHost } from '../test/support/hosts.js';
 import { REFERENCE_V1_10, requireReference } from '../test/support/cni.js';
 import { writeSubnetEnv } from '../src/subnet/subnet-env.js';
-import { call, installTwill } from './cni.js';
+import { call, installTwill, type Call } from './cni.js';
 import { percentile, round, table } from './stats.js';
 
 export interface ConflistBenchOptions {
@@ -26,6 +26,8 @@ interface Impl {
   del: number[];
   /** Per ADD: [flannel ms, portmap ms]. */
   parts: [number, number][];
+  /** Per ADD, twill only: the flannel and portmap calls with their traces. */
+  traces: [Call, Call][];
 }
 
 export async function conflistBench(opts: ConflistBenchOptions): Promise<Record<string, unknown>> {
@@ -38,6 +40,7 @@ export async function conflistBench(opts: ConflistBenchOptions): Promise<Record<
     const subnetFile = join(tmp, 'subnet.env');
     writeSubnetEnv(subnetFile, { networks: ['10.244.0.0/16'], subnet: '10.244.1.1/24', ipv6Networks: [], ipv6Subnet: null, mtu: 1450, ipMasq: true });
     const results: Record<string, unknown> = {};
+    const breakdowns: (string | number)[][] = [];
     const rows: (string | number)[][] = [['backend', 'call', 'twill p50', 'twill p95', 'reference p50', 'reference p95', 'ratio p50']];
     for (const backend of opts.backends) {
       process.stderr.write(`conflist bench (${backend}): ${opts.iterations} ADD + DEL, twill vs reference, alternating\n`);
@@ -45,7 +48,7 @@ export async function conflistBench(opts: ConflistBenchOptions): Promise<Record<
       for (const [name, dir] of [['twill', twillDir], ['reference', refDir]] as const) {
         const data = join(tmp, `${backend}-${name}`);
         mkdirSync(data);
-        impls.push({ name, dir, host: await hosts.host(`cl-${backend.slice(0, 3)}-${name}`), data, add: [], del: [], parts: [] });
+        impls.push({ name, dir, host: await hosts.host(`cl-${backend.slice(0, 3)}-${name}`), data, add: [], del: [], parts: [], traces: [] });
       }
       const pods: TestHost[][] = [[], []];
       for (let i = 0; i < opts.iterations; i++) for (const k of [0, 1]) pods[k]!.push(await hosts.host(`cl${backend.slice(0, 1)}${k}-${i}`, {}));
@@ -53,6 +56,8 @@ export async function conflistBench(opts: ConflistBenchOptions): Promise<Record<
         PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin',
         CNI_COMMAND: command, CNI_CONTAINERID: `conflist-${i}`, CNI_NETNS: pods[impls.indexOf(impl)]![i]!.netns.path, CNI_IFNAME: 'eth0', CNI_PATH: impl.dir,
         CNI_ARGS: 'IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=bench', TWILL_NATIVE_DIR: join(tmp, 'native'),
+        // One JSON line on stderr per call (a few clock reads): where twill's time goes.
+        ...(impl.name === 'twill' ? { TWILL_CNI_TRACE: '1' } : {}),
       });
       const flannelConf = (impl: Impl) => ({
         cniVersion: '0.3.1', name: 'cbr0', type: 'flannel', delegate: { hairpinMode: true, isDefaultGateway: true },
@@ -80,6 +85,7 @@ export async function conflistBench(opts: ConflistBenchOptions): Promise<Record<
               const p = await run('portmap', portmapConf(i, prev));
               impl.add.push(f.ms + p.ms);
               impl.parts.push([f.ms, p.ms]);
+              impl.traces.push([f, p]);
             } else {
               const p = await run('portmap', portmapConf(i, cached[k]![i]));
               const f = await run('flannel', flannelConf(impl));
@@ -95,6 +101,7 @@ export async function conflistBench(opts: ConflistBenchOptions): Promise<Record<
       }
       const split = (impl: Impl) => `flannel ${p(impl.parts.map((x) => x[0]), 50)} + portmap ${p(impl.parts.map((x) => x[1]), 50)}`;
       rows.push([backend, 'ADD split', split(tw), '', split(ref), '', '']);
+      breakdowns.push(...whereTheTimeGoes(backend, tw.traces));
       results[backend] = {
         ratio: round(percentile(tw.add, 50) / percentile(ref.add, 50), 2),
         ratioDel: round(percentile(tw.del, 50) / percentile(ref.del, 50), 2),
@@ -103,9 +110,30 @@ export async function conflistBench(opts: ConflistBenchOptions): Promise<Record<
       };
     }
     console.log(table(rows));
+    console.log();
+    console.log(table([['twill ADD, where the time goes (p50 ms)', 'flannel', 'portmap'], ...breakdowns]));
     return { bench: 'conflist', iterations: opts.iterations, ...results };
   } finally {
     await hosts.cleanup();
     rmSync(tmp, { recursive: true, force: true });
   }
+}
+
+/** Medians of twill's own trace (ms since its process started), per plugin process of an ADD. */
+function whereTheTimeGoes(backend: string, traces: [Call, Call][]): (string | number)[][] {
+  const med = (calls: Call[], f: (c: Call) => number) => round(percentile(calls.map(f), 50), 1);
+  const t = (c: Call, k: string) => c.trace?.[k] ?? 0;
+  const phases: [string, (c: Call) => number][] = [
+    ['process start, runtime, bundle (to main)', (c) => t(c, 'entry')],
+    ['plugin modules', (c) => t(c, 'loaded') - t(c, 'entry')],
+    ['stdin + config', (c) => t(c, 'stdin') - t(c, 'loaded')],
+    ['IPAM (in-process)', (c) => t(c, 'ipam:ms')],
+    ['firewall (helper processes)', (c) => t(c, 'firewall:ms')],
+    ['kernel + rest', (c) => t(c, 'done') - t(c, 'stdin') - t(c, 'ipam:ms') - t(c, 'firewall:ms')],
+    ['exit and reaping', (c) => c.ms - t(c, 'done')],
+    ['total', (c) => c.ms],
+  ];
+  const flannel = traces.map((x) => x[0]);
+  const portmap = traces.map((x) => x[1]);
+  return phases.map(([name, f]) => [`${backend}: ${name}`, med(flannel, f), med(portmap, f)]);
 }

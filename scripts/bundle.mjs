@@ -2,7 +2,7 @@
 // CommonJS file with esbuild: dist/twill.cjs, which bin/twill runs when it is
 // there, and which scripts/build-sea.mjs embeds in the single executable.
 //
-//   node scripts/bundle.mjs [--outfile FILE]
+//   node scripts/bundle.mjs [--outfile FILE]     (TWILL_NO_MINIFY=1: readable names, for CPU profiles)
 //
 // CommonJS, because a Node SEA runs its main script as CommonJS. Lazy imports
 // (`await import('./x.js')`) become lazily initialised modules in the bundle:
@@ -110,7 +110,7 @@ export function bundleOptions(outfile = BUNDLE, { snapshot = false } = {}) {
     target: 'node20',
     format: 'cjs',
     outfile,
-    minify: true,
+    minify: !process.env.TWILL_NO_MINIFY,
     sourcemap: 'linked',
     sourcesContent: false,
     legalComments: 'none',

@@ -7,6 +7,8 @@ import { formatResult } from './result.js';
 import { CURRENT_VERSION, DEFAULT_CONFIG_VERSION, atLeast } from './version.js';
 import type { Plugin, PluginContext } from './plugin.js';
 import type { NetConf } from './types.js';
+import { readSync } from 'node:fs';
+import { isatty } from 'node:tty';
 import { flushTrace, mark } from './trace.js';
 
 export type Outcome = { ok: true; output: Record<string, unknown> | null } | { ok: false; error: CniError; version?: string };
@@ -95,10 +97,31 @@ export async function invoke(plugin: Plugin, env: Env, stdin: Buffer): Promise<O
 /** Go's json.MarshalIndent(v, "", "    "), which the reference plugins print. */
 export const printJson = (v: unknown): string => JSON.stringify(v, null, 4);
 
+/**
+ * The config on fd 0, read with read(2): creating process.stdin (a net.Socket
+ * for a pipe) and iterating it costs a plugin start several ms. A stdin that is
+ * non-blocking (EAGAIN) is read as a stream instead.
+ */
 async function readStdin(): Promise<Buffer> {
-  if (process.stdin.isTTY) return Buffer.alloc(0);
+  if (isatty(0)) return Buffer.alloc(0);
   const chunks: Buffer[] = [];
-  for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
+  const buf = Buffer.allocUnsafe(64 * 1024);
+  for (;;) {
+    let n: number;
+    try {
+      n = readSync(0, buf, 0, buf.length, null);
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code === 'EAGAIN') {
+        for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
+        break;
+      }
+      if (code === 'EOF' || code === 'EBADF') break;
+      throw e;
+    }
+    if (n === 0) break;
+    chunks.push(Buffer.from(buf.subarray(0, n)));
+  }
   return Buffer.concat(chunks);
 }
 

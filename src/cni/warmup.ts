@@ -25,4 +25,45 @@ export async function warmUp(plugins: Plugin[]): Promise<void> {
   const conf = JSON.parse(stdin.toString()) as Parameters<typeof loadBridgeConfig>[0];
   loadBridgeConfig(conf, new Map());
   loadHostLocalConfig(conf, new Map([['IgnoreUnknown', '1']]));
+
+  // kube-flannel's conflist: flannel's delegate, then portmap with one hostPort.
+  const { warmUpFlannel } = await import('../plugins/flannel/index.js');
+  const delegate = JSON.parse(warmUpFlannel({ cniVersion: '0.3.1', name: 'cbr0', type: 'flannel', delegate: { hairpinMode: true, isDefaultGateway: true } }, SUBNET_ENV).toString()) as Parameters<typeof loadBridgeConfig>[0];
+  loadBridgeConfig(delegate, new Map());
+  loadHostLocalConfig(delegate, new Map());
+  const { loadPortmapConfig } = await import('../plugins/portmap/config.js');
+  const pm = loadPortmapConfig({ cniVersion: '0.3.1', name: 'cbr0', type: 'portmap', capabilities: { portMappings: true }, runtimeConfig: { portMappings: [{ hostPort: 8080, containerPort: 80, protocol: 'tcp' }] } });
+  const portmap = { network: 'cbr0', containerId: 'warm', address: '10.244.1.2/24', mappings: pm.mappings, snat: pm.snat, markMasqBit: pm.markMasqBit, externalSetMarkChain: pm.externalSetMarkChain, conditions: pm.conditionsV4, masqAll: pm.masqAll };
+  // Evaluated here, the firewall layer's modules are part of the snapshot, not of portmap's ADD.
+  await import('../firewall/index.js');
+  const { IptablesPortmap } = await import('../firewall/portmap_iptables.js');
+  await IptablesPortmap.warmUp(portmap, NAT_SAVE);
+  const { warmUpKernelCodecs } = await import('../kernel/warmup.js');
+  warmUpKernelCodecs();
 }
+
+const SUBNET_ENV = 'FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.1.1/24\nFLANNEL_IPV6_NETWORK=fd00::/48\nFLANNEL_IPV6_SUBNET=fd00:0:0:1::1/64\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n';
+
+/** iptables-nft-save of a node with one mapped port (the shape portmap reads before each ADD). */
+const NAT_SAVE = [
+  '*nat',
+  ':PREROUTING ACCEPT [0:0]',
+  ':INPUT ACCEPT [0:0]',
+  ':OUTPUT ACCEPT [0:0]',
+  ':POSTROUTING ACCEPT [0:0]',
+  ':CNI-DN-0123456789abcdef01234 - [0:0]',
+  ':CNI-HOSTPORT-DNAT - [0:0]',
+  ':CNI-HOSTPORT-MASQ - [0:0]',
+  ':CNI-HOSTPORT-SETMARK - [0:0]',
+  '-A PREROUTING -m addrtype --dst-type LOCAL -j CNI-HOSTPORT-DNAT',
+  '-A OUTPUT -m addrtype --dst-type LOCAL -j CNI-HOSTPORT-DNAT',
+  '-A POSTROUTING -m comment --comment "CNI portfwd requiring masquerade" -j CNI-HOSTPORT-MASQ',
+  '-A CNI-DN-0123456789abcdef01234 -s 10.244.1.0/24 -p tcp -m tcp --dport 8081 -j CNI-HOSTPORT-SETMARK',
+  '-A CNI-DN-0123456789abcdef01234 -s 127.0.0.1/32 -p tcp -m tcp --dport 8081 -j CNI-HOSTPORT-SETMARK',
+  '-A CNI-DN-0123456789abcdef01234 -p tcp -m tcp --dport 8081 -j DNAT --to-destination 10.244.1.3:80',
+  '-A CNI-HOSTPORT-DNAT -p tcp -m comment --comment "dnat name: \\"cbr0\\" id: \\"other\\"" -m multiport --dports 8081 -j CNI-DN-0123456789abcdef01234',
+  '-A CNI-HOSTPORT-MASQ -m mark --mark 0x2000/0x2000 -j MASQUERADE',
+  '-A CNI-HOSTPORT-SETMARK -m comment --comment "CNI portfwd masquerade mark" -j MARK --set-xmark 0x2000/0x2000',
+  'COMMIT',
+  '',
+].join('\n');

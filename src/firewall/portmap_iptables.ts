@@ -18,9 +18,10 @@
 // Shared chains are created with `-N`, which fails when another ADD created them first:
 // the change is then planned again from a fresh read (a `:CHAIN` line would flush them).
 import type { Netns } from '../kernel/index.js';
+import { mark } from '../cni/trace.js';
 import { fullLen, parseContainerAddr, type ContainerAddr } from './addr.js';
 import { execIn } from './exec.js';
-import { Iptables, planChange, quoteArg, renderRule, ruleTarget, sameRule, type Rule, type RuleAt, type SavedRuleset, type SavedTable } from './iptables.js';
+import { Iptables, parseSave, planChange, quoteArg, renderRule, ruleTarget, sameRule, type Rule, type RuleAt, type SavedRuleset, type SavedTable } from './iptables.js';
 import {
   MULTIPORT_MAX,
   PM_DNAT_CHAIN,
@@ -132,6 +133,15 @@ const renderInsert = (chain: string, rule: Rule): string => ['-I', chain, '1', .
 const describe = (pm: ContainerPortmapRef) => `port mappings of container ${JSON.stringify(pm.containerId)} on network ${JSON.stringify(pm.network)}`;
 
 export class IptablesPortmap {
+  /**
+   * Plans an ADD against a node's save output, as a plugin does: run while the SEA's
+   * startup snapshot is taken, so that what V8 compiles for it is in the snapshot.
+   */
+  static async warmUp(pm: ContainerPortmap, saveText: string): Promise<string[]> {
+    const ipt = new Iptables('nft', 4, null);
+    return new IptablesPortmap(null, () => Promise.resolve('nft')).plan(ipt, parseSave(saveText), desired(pm, parseContainerAddr(pm.address, pm.containerId)));
+  }
+
   constructor(
     private readonly netns: Netns | null,
     private readonly variant: () => Promise<IptablesVariant>,
@@ -195,11 +205,17 @@ export class IptablesPortmap {
   async setup(pm: ContainerPortmap): Promise<void> {
     const a = parseContainerAddr(pm.address, pm.containerId);
     const ipt = await this.tool(a.family);
+    mark('f:tool');
     const d = desired(pm, a);
+    mark('f:desired');
     for (let attempt = 1; ; attempt++) {
-      const lines = await this.plan(ipt, await ipt.save(), d);
+      const saved = await ipt.save();
+      mark('f:saved');
+      const lines = await this.plan(ipt, saved, d);
+      mark('f:planned');
       try {
         await ipt.restore(lines, `set up ${describe(pm)} (${ipt.name})`);
+        mark('f:restored');
         return;
       } catch (e) {
         // Another ADD may have created a shared chain, or removed a rule, between our read and our write.

@@ -74,14 +74,17 @@ function trusted(path: string): boolean {
 }
 
 /** The addon's file in a cache directory, written (atomically) if it is not there yet. */
-function cachedAddon(base: string, name: AddonName, entry: SeaNativeEntry): string {
+function cachedAddon(base: string, name: AddonName, entry: SeaNativeEntry, verify: boolean): string {
   const dir = join(base, entry.sha256);
   const file = join(dir, `${name}.node`);
   if (!trusted(dir)) mkdirSync(dir, { recursive: true, mode: 0o700 });
   if (!trusted(base) || !trusted(dir)) throw new Error(`${dir} is not owned by this user, or is writable by others`);
-  // Written before (by this or another process)? Checked whole: a damaged file is replaced.
+  // Written before (by this or another process)? The directory is named by the content's
+  // SHA-256, only we can write it, and a file appears there only whole (rename): its size
+  // is checked at every start, its hash only when loading it failed (`verify`): hashing
+  // costs a plugin start a crypto init and a read. A damaged file is replaced.
   const st = lstatSync(file, { throwIfNoEntry: false });
-  if (st?.isFile() && st.size === entry.size && trusted(file) && createHash('sha256').update(readFileSync(file)).digest('hex') === entry.sha256) return file;
+  if (st?.isFile() && st.size === entry.size && trusted(file) && (!verify || createHash('sha256').update(readFileSync(file)).digest('hex') === entry.sha256)) return file;
   const tmp = `${file}.tmp.${process.pid}.${Math.random().toString(36).slice(2)}`;
   const fd = openSync(tmp, 'wx', 0o500);
   try {
@@ -106,7 +109,11 @@ function loadFromSea(name: AddonName): unknown {
     // A directory may be unusable (read-only, someone else's, mounted noexec): try the next.
     try {
       const module = { exports: {} };
-      process.dlopen(module, cachedAddon(base, name, entry));
+      try {
+        process.dlopen(module, cachedAddon(base, name, entry, false));
+      } catch {
+        process.dlopen(module, cachedAddon(base, name, entry, true));
+      }
       return module.exports;
     } catch (e) {
       failures.push(`${base}: ${(e as Error).message}`);

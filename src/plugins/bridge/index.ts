@@ -15,7 +15,7 @@ import { configureInterface } from '../common/ipconfig.js';
 import { openContainerNetns, withContainerNetns } from '../common/netns.js';
 import { loadBridgeConfig, type BridgeConfig } from './config.js';
 import { NO_VLAN_SUPPORT, ensureVlanGateway, goErrorText, hasPortVlans, portVlanProblems, randomVethName, setupPortVlans } from './vlan.js';
-import { timed } from '../../cni/trace.js';
+import { mark, timed } from '../../cni/trace.js';
 
 const CONTAINER_IF = 2; // index of the container interface in the result: [bridge, host veth, container]
 
@@ -156,6 +156,7 @@ const hasDns = (dns: Dns | undefined): dns is Dns =>
   !!dns && (!!dns.nameservers?.length || !!dns.domain || !!dns.search?.length || !!dns.options?.length);
 
 async function add(ctx: PluginContext): Promise<CniResult> {
+  mark('b:start');
   const cfg = loadBridgeConfig(ctx.conf, ctx.cmd.args);
   const { cmd } = ctx;
   const containerNs = openContainerNetns(cmd.netns);
@@ -175,6 +176,7 @@ async function add(ctx: PluginContext): Promise<CniResult> {
       bridgeStep = await ensureBridge(host, cfg);
       if (bridgeStep.created) undo.push(() => removeBridgeIfUnused(host, cfg.bridge));
     }
+    mark('b:checked');
     // IPAM first: an exhausted range or a duplicate then changes nothing at all.
     let ipam: CniResult | null = null;
     if (cfg.ipamType) {
@@ -189,13 +191,16 @@ async function add(ctx: PluginContext): Promise<CniResult> {
       if (bridgeStep.created) undo.push(() => removeBridgeIfUnused(host, cfg.bridge));
     }
     const { br } = bridgeStep;
+    mark('b:bridge');
     const hostVeth = await createVeth(host, container, containerNs, cfg, cmd.ifname);
     undo.push(() => host.deleteLink(hostVeth.name).catch((e: unknown) => { if (!isNotFound(e)) throw e; }));
+    mark('b:veth');
     trySysctl(null, `net/ipv6/conf/${hostVeth.name}/accept_ra`, 0);
     await host.setLink(hostVeth, { up: true, master: br });
     await host.setBridgePort(hostVeth, { hairpin: cfg.hairpinMode, ...(cfg.portIsolation ? { isolated: true } : {}) });
     await setupPortVlans(host, hostVeth, cfg.vlan, cfg.vlanTrunk, cfg.preserveDefaultVlan);
     const contLink = await container.getLink(cmd.ifname);
+    mark('b:port');
 
     if (cfg.macspoofchk) {
       const { NftablesSpoofCheck } = await spoofCheckLayer();
@@ -224,7 +229,9 @@ async function add(ctx: PluginContext): Promise<CniResult> {
       trySysctl(containerNs, `net/ipv6/conf/${cmd.ifname}/accept_dad`, cfg.enabledad ? 1 : 0);
       if (cfg.enabledad) trySysctl(containerNs, `net/ipv6/conf/${cmd.ifname}/enhanced_dad`, 1);
       trySysctl(containerNs, `net/ipv4/conf/${cmd.ifname}/arp_notify`, 1);
+      mark('b:sysctls');
       await configureInterface(container, cmd.ifname, CONTAINER_IF, result);
+      mark('b:configured');
 
       if (cfg.isGateway && cfg.vlan !== 0 && gws.bridgeAddrs.length > 0) {
         // The VLAN's gateway is an interface of its own, `<bridge>.<vlan>` (see ensureVlanGateway).
@@ -257,6 +264,7 @@ async function add(ctx: PluginContext): Promise<CniResult> {
       await container.setLinkUp(cmd.ifname);
     }
 
+    mark('b:gw');
     // The bridge's MAC may have changed when the first port joined or its address was set.
     result.interfaces![0]!.mac = (await host.getLink(cfg.bridge)).mac ?? '';
     if (hasDns(ctx.conf.dns)) result.dns = ctx.conf.dns;

@@ -9,14 +9,14 @@ import type { GcContext, Plugin, PluginContext } from '../../cni/plugin.js';
 import type { CniResult, NetConf } from '../../cni/types.js';
 import { SUPPORTED_VERSIONS } from '../../cni/version.js';
 import { parseCidr, formatAddr, networkOf } from '../../ipam/addr.js';
-import { DEFAULT_SUBNET_FILE, SubnetEnvError, readSubnetEnv, type SubnetEnv } from '../../subnet/subnet-env.js';
+import { DEFAULT_SUBNET_FILE, SubnetEnvError, parseSubnetEnv, readSubnetEnv, type SubnetEnv } from '../../subnet/subnet-env.js';
 
 export const DEFAULT_DATA_DIR = '/var/lib/cni/flannel';
 
 type Json = Record<string, unknown>;
 const isObject = (v: unknown): v is Json => typeof v === 'object' && v !== null && !Array.isArray(v);
 
-interface FlannelConfig {
+export interface FlannelConfig {
   subnetFile: string;
   dataDir: string;
   delegate: Json;
@@ -93,10 +93,20 @@ function delegateType(d: Json): string {
   return typeof d.type === 'string' ? d.type : 'bridge';
 }
 
+/** The delegate config, as the bytes ADD saves and hands on. */
+export function delegateConfig(conf: NetConf, cfg: FlannelConfig, env: SubnetEnv): { delegate: Json; bytes: Buffer } {
+  const delegate = buildDelegate(conf, cfg, env);
+  return { delegate, bytes: Buffer.from(goJson(delegate)) };
+}
+
+/** What ADD computes before it touches anything, on a made-up config (for the SEA's startup snapshot). */
+export function warmUpFlannel(conf: NetConf, subnetEnvText: string): Buffer {
+  return delegateConfig(conf, loadConfig(conf), parseSubnetEnv(subnetEnvText, 'subnet.env')).bytes;
+}
+
 async function add(ctx: PluginContext): Promise<CniResult> {
   const cfg = loadConfig(ctx.conf);
-  const delegate = buildDelegate(ctx.conf, cfg, subnetEnv(cfg));
-  const bytes = Buffer.from(goJson(delegate));
+  const { delegate, bytes } = delegateConfig(ctx.conf, cfg, subnetEnv(cfg));
   // Saved before delegating, so that a DEL after a crash still knows what to undo.
   mkdirSync(cfg.dataDir, { recursive: true, mode: 0o700 });
   const path = scratchPath(cfg, ctx.cmd.containerId);

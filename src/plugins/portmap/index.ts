@@ -3,15 +3,16 @@
 // that gave the container its addresses. Drop-in for the reference plugin
 // (containernetworking/plugins v1.10.0 plugins/meta/portmap): the same rules,
 // chains, tables and comments, so either removes what the other set up.
-import { Handle, readSysctl, writeSysctl } from '../../kernel/index.js';
+import { endianness } from 'node:os';
+import { readProcNet, readSysctl, writeSysctl } from '../../kernel/index.js';
 import { CniError, ErrorCode, invalidConfig } from '../../cni/errors.js';
 import { parseResult } from '../../cni/result.js';
 import type { Plugin, PluginContext } from '../../cni/plugin.js';
 import type { CniResult } from '../../cni/types.js';
 import { SUPPORTED_VERSIONS } from '../../cni/version.js';
 import type { ContainerPortmap, FirewallBackendName, IpFamily, Portmapper } from '../../firewall/types.js';
-import { mask, networkOf, parseAddr, parseCidr } from '../../ipam/addr.js';
-import { timed } from '../../cni/trace.js';
+import { parseAddr } from '../../ipam/addr.js';
+import { mark, timed } from '../../cni/trace.js';
 import { checkBackendOptions, loadPortmapConfig, rawMappings, type PortmapConfig } from './config.js';
 
 /** The firewall layer is loaded only when there are ports to map (most pods have none). */
@@ -73,27 +74,38 @@ function containerPortmap(ctx: PluginContext, cfg: PortmapConfig, address: strin
 }
 
 /**
- * getRoutableHostIF: the interface the node routes the container's address through
- * (the bridge, for the bridge plugin). The longest matching prefix of the main table,
- * lowest metric first: what the kernel's route lookup answers for a pod address.
+ * getRoutableHostIF: the interface the node routes the container's IPv4 address
+ * through (the bridge, for the bridge plugin): the longest matching prefix of the
+ * main table, lowest metric first, as the kernel's lookup answers for a pod address.
+ * Read from /proc/net/route (the main table, with interface names) rather than
+ * netlink: portmap then never loads the netlink addon, a few ms of every ADD.
  */
-async function routableHostIf(address: string): Promise<string | null> {
+function routableHostIf(address: string): string | null {
   const ip = parseAddr(address.split('/')[0]!);
-  if (!ip) return null;
-  const h = Handle.open();
-  try {
-    let best: { prefix: number; metric: number; ifindex: number } | null = null;
-    for (const r of await h.listRoutes({ family: ip.family })) {
-      const dst = parseCidr(r.dst);
-      if (!dst || r.ifindex === null || (ip.value & mask(ip.family, dst.prefix)) !== networkOf(dst)) continue;
-      const metric = r.metric ?? 0;
-      if (!best || dst.prefix > best.prefix || (dst.prefix === best.prefix && metric < best.metric)) best = { prefix: dst.prefix, metric, ifindex: r.ifindex };
-    }
-    return best ? (await h.getLinkByIndex(best.ifindex)).name : null;
-  } finally {
-    h.close();
+  if (!ip || ip.family !== 4) return null;
+  const target = Number(ip.value);
+  // The table prints each __be32 as the host reads it: byte-swapped on little-endian hosts.
+  const word = (hex: string): number => {
+    const v = parseInt(hex, 16);
+    return endianness() === 'LE' ? (((v & 0xff) << 24) | ((v >>> 8) & 0xff) << 16 | ((v >>> 16) & 0xff) << 8 | (v >>> 24)) >>> 0 : v >>> 0;
+  };
+  let best: { prefix: number; metric: number; iface: string } | null = null;
+  for (const line of (readProcNet(null, 'route') ?? '').split('\n').slice(1)) {
+    const f = line.trim().split(/\s+/);
+    if (f.length < 8 || (parseInt(f[3]!, 16) & RTF_UP) === 0) continue;
+    const dst = word(f[1]!);
+    const maskBits = word(f[7]!);
+    if (((target & maskBits) >>> 0) !== dst) continue;
+    const prefix = 32 - countTrailingZeros(maskBits);
+    const metric = Number(f[6]);
+    if (!best || prefix > best.prefix || (prefix === best.prefix && metric < best.metric)) best = { prefix, metric, iface: f[0]! };
   }
+  return best?.iface ?? null;
 }
+
+const RTF_UP = 0x1;
+/** A netmask's zero bits, counted from the right (32 for 0.0.0.0). */
+const countTrailingZeros = (mask: number): number => (mask === 0 ? 32 : 31 - Math.clz32(mask & -mask));
 
 /** route_localnet: 127.0.0.1 may cross a routing boundary, so localhost:hostPort reaches the container. */
 async function enableLocalnetRouting(ifname: string): Promise<void> {
@@ -121,12 +133,15 @@ async function add(ctx: PluginContext): Promise<CniResult> {
   const prev = prevResultOf(ctx, 'ADD');
   if (cfg.mappings.length === 0) return prev;
 
+  mark('p:start');
   const addrs = containerAddresses(prev, ctx.cmd.ifname);
   const backend = await backendOf(cfg);
   // Found before anything changes: a failure here changes nothing.
-  const localnetIf = addrs[4] && cfg.snat ? await routableHostIf(addrs[4]) : null;
+  const localnetIf = addrs[4] && cfg.snat ? routableHostIf(addrs[4]) : null;
+  mark('p:routable');
   const { openPortmapper } = await firewallLayer();
   const fw = openPortmapper(backend, null);
+  mark('p:fwloaded');
   try {
     for (const family of [4, 6] as const) {
       const address = addrs[family];
@@ -189,7 +204,7 @@ async function check(ctx: PluginContext): Promise<void> {
     }
   }
   if (addrs[4] && cfg.snat) {
-    const ifname = await routableHostIf(addrs[4]);
+    const ifname = routableHostIf(addrs[4]);
     if (ifname && readSysctl(null, `net/ipv4/conf/${ifname}/route_localnet`).trim() !== '1') problems.push(`route_localnet is not enabled on ${ifname}`);
   }
   if (problems.length > 0) throw new CniError(ErrorCode.Internal, `portmap CHECK: ${problems.join('\n')}`);
