@@ -22,7 +22,7 @@
 // nft text by definition, and the text syntax also sets the table's comment, which
 // nft 1.0.6 ignores in JSON. The script goes as an argument (a file when long), never
 // stdin. Reading is JSON (`nft -j list table`).
-import type { Netns } from '../kernel/index.js';
+import { readNftTable, type Netns } from '../kernel/index.js';
 import { parseContainerAddr, type ContainerAddr } from './addr.js';
 import { goQuote } from './names.js';
 import { Nft, payloadMatch, type JsonValue, type NftListing, type NftRule, retryOnNftRace, runNftScript } from './nftables.js';
@@ -154,7 +154,11 @@ export class NftablesPortmap {
     const cond = pm.conditions.length > 0 ? `${pm.conditions.join(' ')} ` : '';
     const mine = containerRules(pm, a);
     await retryOnNftRace(async () => {
-      const current = await this.list(a.family);
+      // The common case, a container seen for the first time, is decided from a netlink
+      // read (no rule of its own: nothing to compare); only a repeated ADD runs `nft -j list`.
+      const summary = await readNftTable(this.netns, nftFamily(a.family), NFT_PM_TABLE);
+      const fresh = !summary?.rules.some((r) => OWNED_RULE_CHAINS.includes(r.chain) && r.comment === pm.containerId);
+      const current = fresh ? null : await this.list(a.family);
       const own = ownRules(current, pm.containerId);
       // A repeated ADD changes nothing when all is in place; else the container's rules are
       // replaced (not added twice, as the reference would) and the shared chains rewritten.
@@ -227,7 +231,10 @@ export class NftablesPortmap {
       const lines: string[] = [];
       for (const family of [4, 6] as const) {
         const t = `${nftFamily(family)} ${NFT_PM_TABLE}`;
-        for (const r of ownRules(await this.list(family), ref.containerId)) lines.push(`delete rule ${t} ${r.chain} handle ${r.handle}`);
+        const summary = await readNftTable(this.netns, nftFamily(family), NFT_PM_TABLE);
+        for (const r of summary?.rules ?? []) {
+          if (OWNED_RULE_CHAINS.includes(r.chain) && r.comment === ref.containerId) lines.push(`delete rule ${t} ${r.chain} handle ${r.handle}`);
+        }
       }
       await this.run(lines, `tear down ${describe(ref)} (nftables)`);
     });

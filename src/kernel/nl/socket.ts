@@ -6,7 +6,8 @@ import { RawNetlinkSocket } from 'netlink/dist/raw.js';
 import { errnoError, type ErrorContext } from '../errors.js';
 import { NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR } from './constants.js';
 
-const NETLINK_ROUTE = 0;
+export const NETLINK_ROUTE = 0;
+export const NETLINK_NETFILTER = 12;
 
 export interface Message {
   type: number;
@@ -84,15 +85,18 @@ export class RouteSocket {
   private exclusive: Promise<void> | null = null;
   private idleWaiters: (() => void)[] = [];
 
-  /** Opens a socket in the calling thread's current namespace. */
-  constructor(private readonly netnsLabel: string | null, options: { listen?: boolean } = {}) {
+  private readonly protocol: number;
+
+  /** Opens a socket (rtnetlink unless `protocol` says otherwise) in the calling thread's current namespace. */
+  constructor(private readonly netnsLabel: string | null, options: { listen?: boolean; protocol?: number } = {}) {
+    this.protocol = options.protocol ?? NETLINK_ROUTE;
     const opts = {
       ref: options.listen ?? false,
       // Event bursts (a whole node's routes at start) must not overflow the queue.
       recvBufferSize: options.listen ? 8 << 20 : 1 << 20,
       sendBufferSize: 1 << 20,
     };
-    this.sock = new CoalescingSocket(new RawNetlinkSocket(NETLINK_ROUTE, opts), opts);
+    this.sock = new CoalescingSocket(new RawNetlinkSocket(this.protocol, opts), opts);
     // Without a listener an asynchronous socket error would crash the process.
     this.sock.on('error', () => undefined);
   }
@@ -107,7 +111,9 @@ export class RouteSocket {
    */
   async request(type: number, flags: number, body: Buffer, ctx: ErrorContext): Promise<Message[]> {
     if (this.closed) throw new Error(`netlink socket${this.netnsLabel ? ` for netns "${this.netnsLabel}"` : ''} is closed`);
-    const isDump = (flags & NLM_F_DUMP) === NLM_F_DUMP && (type & 3) === 2; // RTM_GET*
+    // NLM_F_DUMP's bits mean REPLACE|EXCL on a NEW request: rtnetlink's GETs are the types ≡ 2 (mod 4);
+    // on other families twill sends only GETs.
+    const isDump = (flags & NLM_F_DUMP) === NLM_F_DUMP && (this.protocol !== NETLINK_ROUTE || (type & 3) === 2);
     while (this.exclusive) await this.exclusive;
     let release: () => void = () => undefined;
     if (isDump) {

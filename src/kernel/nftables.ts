@@ -1,0 +1,22 @@
+// What the kernel's nf_tables holds in one table, as far as twill reads it
+// without running nft: which chains exist, and each rule's chain, handle,
+// comment and jump targets. Enough to find and remove the rules a container
+// owns (by comment), and to see whether shared chains are there.
+
+/** nft's family names, as in `nft list table <family> <name>`. */
+export type NftFamily = 'ip' | 'ip6' | 'inet' | 'arp' | 'bridge' | 'netdev';
+
+export interface NftRuleSummary {
+  chain: string;
+  /** The rule's handle, for `delete rule <family> <table> <chain> handle N`. */
+  handle: number;
+  /** The rule's comment (`comment "..."`), null without one. */
+  comment: string | null;
+  /** Chains this rule jumps to or goes to. */
+  jumps: string[];
+}
+
+export interface NftTableSummary {
+  chains: string[];
+  rules: NftRuleSummary[];
+}
