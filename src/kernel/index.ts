@@ -13,5 +13,5 @@ export { Watcher, type KernelEvent, type WatchTopic, type ChangeType } from './w
 export { readSysctl, writeSysctl, sysctlPath } from './sysctl.js';
 export { readProcNet } from './procnet.js';
 export type { Family } from './ip.js';
-export type { NftFamily, NftRuleSummary, NftTableSummary } from './nftables.js';
+export type { NftChainSummary, NftFamily, NftRuleSummary, NftTableSummary } from './nftables.js';
 export { readNftTable } from './nftables_linux.js';

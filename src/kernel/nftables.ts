@@ -6,6 +6,14 @@
 /** nft's family names, as in `nft list table <family> <name>`. */
 export type NftFamily = 'ip' | 'ip6' | 'inet' | 'arp' | 'bridge' | 'netdev';
 
+export interface NftChainSummary {
+  name: string;
+  /** For a base chain: its type (filter, nat, route), hook and priority; null otherwise. */
+  type: string | null;
+  hook: 'prerouting' | 'input' | 'forward' | 'output' | 'postrouting' | 'ingress' | null;
+  priority: number | null;
+}
+
 export interface NftRuleSummary {
   chain: string;
   /** The rule's handle, for `delete rule <family> <table> <chain> handle N`. */
@@ -14,9 +22,11 @@ export interface NftRuleSummary {
   comment: string | null;
   /** Chains this rule jumps to or goes to. */
   jumps: string[];
+  /** Its expressions' names, in order (`fib daddr type local jump x`: fib, cmp, immediate). */
+  exprs: string[];
 }
 
 export interface NftTableSummary {
-  chains: string[];
+  chains: NftChainSummary[];
   rules: NftRuleSummary[];
 }

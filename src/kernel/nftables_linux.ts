@@ -8,7 +8,7 @@ import { NETLINK_NETFILTER, RouteSocket } from './nl/socket.js';
 import { NLM_F_DUMP } from './nl/constants.js';
 import { isNotFound } from './errors.js';
 import type { Netns } from './netns.js';
-import type { NftFamily, NftRuleSummary, NftTableSummary } from './nftables.js';
+import type { NftChainSummary, NftFamily, NftRuleSummary, NftTableSummary } from './nftables.js';
 
 const NFNL_SUBSYS_NFTABLES = 10;
 const NFT_MSG_GETTABLE = 1;
@@ -21,6 +21,12 @@ const NFPROTO: Record<NftFamily, number> = { inet: 1, ip: 2, arp: 3, netdev: 5, 
 const NFTA_TABLE_NAME = 1;
 const NFTA_CHAIN_TABLE = 1;
 const NFTA_CHAIN_NAME = 3;
+const NFTA_CHAIN_HOOK = 4;
+const NFTA_CHAIN_TYPE = 7;
+const NFTA_HOOK_HOOKNUM = 1;
+const NFTA_HOOK_PRIORITY = 2;
+// NF_INET_* (ingress shares 5 with the netdev family's NF_NETDEV_INGRESS = 0: read per family below).
+const INET_HOOKS = ['prerouting', 'input', 'forward', 'output', 'postrouting', 'ingress'] as const;
 const NFTA_RULE_TABLE = 1;
 const NFTA_RULE_CHAIN = 2;
 const NFTA_RULE_HANDLE = 3;
@@ -58,6 +64,23 @@ function commentOf(userdata: Buffer | undefined): string | null {
   return null;
 }
 
+function chainOf(family: NftFamily, a: Attrs): NftChainSummary {
+  const hook = a.nested(NFTA_CHAIN_HOOK);
+  const num = hook?.buffer(NFTA_HOOK_HOOKNUM);
+  const prio = hook?.buffer(NFTA_HOOK_PRIORITY);
+  const hookNum = num && num.length >= 4 ? num.readUInt32BE(0) : null;
+  return {
+    name: a.string(NFTA_CHAIN_NAME) ?? '',
+    type: a.string(NFTA_CHAIN_TYPE) ?? null,
+    hook: hookNum === null ? null : family === 'netdev' ? 'ingress' : (INET_HOOKS[hookNum] ?? null),
+    priority: prio && prio.length >= 4 ? prio.readInt32BE(0) : null,
+  };
+}
+
+function exprNames(expressions: Buffer | undefined): string[] {
+  return expressions ? attrList(expressions).map((elem) => new Attrs(elem.data).string(NFTA_EXPR_NAME) ?? '') : [];
+}
+
 function jumpsOf(expressions: Buffer | undefined): string[] {
   if (!expressions) return [];
   const out: string[] = [];
@@ -92,7 +115,7 @@ export async function readNftTable(netns: Netns | null, family: NftFamily, name:
     const attrsOf = (data: Buffer) => new Attrs(data.subarray(4));
     return {
       // A dump filtered by table still names the table in each reply: keep only ours.
-      chains: chains.map((m) => attrsOf(m.data)).filter((a) => a.string(NFTA_CHAIN_TABLE) === name).map((a) => a.string(NFTA_CHAIN_NAME) ?? ''),
+      chains: chains.map((m) => attrsOf(m.data)).filter((a) => a.string(NFTA_CHAIN_TABLE) === name).map((a) => chainOf(family, a)),
       rules: rules
         .map((m) => attrsOf(m.data))
         .filter((a) => a.string(NFTA_RULE_TABLE) === name)
@@ -103,6 +126,7 @@ export async function readNftTable(netns: Netns | null, family: NftFamily, name:
             handle: handle && handle.length >= 8 ? Number(handle.readBigUInt64BE(0)) : -1,
             comment: commentOf(a.buffer(NFTA_RULE_USERDATA)),
             jumps: jumpsOf(a.buffer(NFTA_RULE_EXPRESSIONS)),
+            exprs: exprNames(a.buffer(NFTA_RULE_EXPRESSIONS)),
           };
         }),
     };

@@ -60,14 +60,18 @@ describe('nftables tables read over netlink', () => {
     );
     const got = await readNftTable(h.netns, 'ip', 'twill_test');
     assert.ok(got);
-    assert.deepEqual([...got.chains].sort(), ['entry', 'other', 'target']);
+    assert.deepEqual(got.chains.map((c) => c.name).sort(), ['entry', 'other', 'target']);
+    assert.deepEqual(got.chains.find((c) => c.name === 'entry'), { name: 'entry', type: 'nat', hook: 'prerouting', priority: -100 });
+    assert.deepEqual(got.chains.find((c) => c.name === 'target'), { name: 'target', type: null, hook: null, priority: null });
     const listed = JSON.parse(await h.exec('nft', ['-a', '-j', 'list', 'table', 'ip', 'twill_test'])) as { nftables: NftJsonRule[] };
     const expected = listed.nftables.flatMap((x) => (x.rule ? [{ chain: x.rule.chain, handle: x.rule.handle, comment: x.rule.comment ?? null }] : []));
     assert.equal(expected.length, 3);
     assert.deepEqual(got.rules.map(({ chain, handle, comment }) => ({ chain, handle, comment })), expected);
     assert.deepEqual(got.rules.map((r) => r.jumps), [['target'], ['other'], []]);
+    // tcp dport 8080: meta l4proto + cmp, payload + cmp; then the verdict (and nft's own counter).
+    assert.deepEqual(got.rules.map((r) => r.exprs), [['meta', 'cmp', 'payload', 'cmp', 'immediate'], ['meta', 'cmp', 'payload', 'cmp', 'immediate'], ['counter']]);
     // The other family's table of the same name is another table.
-    assert.deepEqual((await readNftTable(h.netns, 'ip6', 'twill_test'))?.chains, ['only6']);
+    assert.deepEqual((await readNftTable(h.netns, 'ip6', 'twill_test'))?.chains.map((c) => c.name), ['only6']);
     // And another namespace has none of it.
     assert.equal(await readNftTable(other.netns, 'ip', 'twill_test'), null);
   });
@@ -77,7 +81,8 @@ describe('nftables tables read over netlink', () => {
     await h.exec('iptables-nft', ['-t', 'nat', '-A', 'PREROUTING', '-p', 'tcp', '--dport', '80', '-j', 'TWILL-TEST']);
     const got = await readNftTable(h.netns, 'ip', 'nat');
     assert.ok(got);
-    assert.ok(got.chains.includes('TWILL-TEST'), JSON.stringify(got.chains));
+    assert.ok(got.chains.some((c) => c.name === 'TWILL-TEST'), JSON.stringify(got.chains));
+    assert.deepEqual(got.chains.find((c) => c.name === 'PREROUTING'), { name: 'PREROUTING', type: 'nat', hook: 'prerouting', priority: -100 });
     assert.ok(got.rules.some((r) => r.chain === 'PREROUTING' && r.jumps.includes('TWILL-TEST')), JSON.stringify(got.rules));
   });
 });
