@@ -38,6 +38,19 @@ export async function warmUp(plugins: Plugin[]): Promise<void> {
   await import('../firewall/index.js');
   const { IptablesPortmap } = await import('../firewall/portmap_iptables.js');
   await IptablesPortmap.warmUp(portmap, NAT_SAVE);
+  const { NftablesPortmap } = await import('../firewall/portmap_nftables.js');
+  const hook = (name: string, h: 'prerouting' | 'output' | 'postrouting', priority: number) => ({ name, type: 'nat', hook: h, priority });
+  const plain = (name: string) => ({ name, type: null, hook: null, priority: null });
+  const rule = (chain: string, handle: number, jump: string, exprs: string[]) => ({ chain, handle, comment: null, jumps: [jump], exprs });
+  NftablesPortmap.warmUp(portmap, {
+    chains: [plain('hostports'), plain('hostip_hostports'), plain('hostports_all'), hook('prerouting', 'prerouting', -100), hook('output', 'output', -100), hook('masquerading', 'postrouting', 100)],
+    rules: [
+      rule('hostports_all', 1, 'hostip_hostports', ['immediate']),
+      rule('hostports_all', 2, 'hostports', ['immediate']),
+      rule('prerouting', 3, 'hostports_all', ['fib', 'cmp', 'immediate']),
+      rule('output', 4, 'hostports_all', ['fib', 'cmp', 'immediate']),
+    ],
+  });
   const { warmUpKernelCodecs } = await import('../kernel/warmup.js');
   warmUpKernelCodecs();
 }

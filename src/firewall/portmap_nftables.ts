@@ -22,6 +22,7 @@
 // nft text by definition, and the text syntax also sets the table's comment, which
 // nft 1.0.6 ignores in JSON. The script goes as an argument (a file when long), never
 // stdin. Reading is JSON (`nft -j list table`).
+import { mark } from '../cni/trace.js';
 import { readNftTable, type Netns, type NftChainSummary, type NftTableSummary } from '../kernel/index.js';
 import { parseContainerAddr, type ContainerAddr } from './addr.js';
 import { goQuote } from './names.js';
@@ -163,6 +164,14 @@ const describe = (pm: ContainerPortmapRef) => `port mappings of container ${JSON
 export class NftablesPortmap {
   private readonly nft: Nft;
 
+  /** The rules an ADD writes for `pm`, computed as setup() does (for the SEA's startup snapshot). */
+  static warmUp(pm: ContainerPortmap, shared: NftTableSummary): string[] {
+    const a = parseContainerAddr(pm.address, pm.containerId);
+    const mine = containerRules(pm, a);
+    if (!sharedIntact(shared, pm.snat)) return [];
+    return [...mine.hostports, ...mine.masquerading].map((r) => `${r.text} comment ${goQuote(pm.containerId)}`);
+  }
+
   constructor(private readonly netns: Netns | null) {
     this.nft = new Nft(netns);
   }
@@ -187,6 +196,7 @@ export class NftablesPortmap {
       // The common case, a container seen for the first time, is decided from a netlink
       // read (no rule of its own: nothing to compare); only a repeated ADD runs `nft -j list`.
       const summary = await readNftTable(this.netns, nftFamily(a.family), NFT_PM_TABLE);
+      mark('f:read');
       const fresh = !summary?.rules.some((r) => OWNED_RULE_CHAINS.includes(r.chain) && r.comment === pm.containerId);
       if (fresh && pm.conditions.length === 0 && sharedIntact(summary, pm.snat)) {
         const lines = [
@@ -194,6 +204,7 @@ export class NftablesPortmap {
           ...mine.masquerading.map((r) => `add rule ${t} ${NFT_PM_MASQUERADING} ${r.text}${comment}`),
         ];
         await this.run(lines, `set up ${describe(pm)} (nftables)`);
+        mark('f:ran');
         return;
       }
       const current = fresh ? null : await this.list(a.family);

@@ -4,7 +4,7 @@
 // Numbers from linux/netfilter/nf_tables.h, nfnetlink.h and libnftnl's udata.h.
 import { Attrs, attrList } from './nl/attr.js';
 import { AttrWriter } from './nl/attr.js';
-import { NETLINK_NETFILTER, RouteSocket } from './nl/socket.js';
+import { NETLINK_NETFILTER, RouteSocket, type Message } from './nl/socket.js';
 import { NLM_F_DUMP } from './nl/constants.js';
 import { isNotFound } from './errors.js';
 import type { Netns } from './netns.js';
@@ -95,6 +95,50 @@ function jumpsOf(expressions: Buffer | undefined): string[] {
   return out;
 }
 
+/** The first attribute of `type` that is a string, read without parsing the rest (for filtering dumps). */
+function stringAttr(data: Buffer, offset: number, type: number): string | undefined {
+  for (const a of attrList(data.subarray(offset))) if (a.type === type) return a.data.toString('utf8', 0, a.data.indexOf(0) < 0 ? a.data.length : a.data.indexOf(0));
+  return undefined;
+}
+
+/** A rule as dumped; its expressions are decoded only when asked for (most callers want handles and comments). */
+class DumpedRule implements NftRuleSummary {
+  readonly chain: string;
+  readonly handle: number;
+  readonly comment: string | null;
+  private readonly expressions: Buffer | undefined;
+
+  constructor(a: Attrs) {
+    const handle = a.buffer(NFTA_RULE_HANDLE);
+    this.chain = a.string(NFTA_RULE_CHAIN) ?? '';
+    this.handle = handle && handle.length >= 8 ? Number(handle.readBigUInt64BE(0)) : -1;
+    this.comment = commentOf(a.buffer(NFTA_RULE_USERDATA));
+    this.expressions = a.buffer(NFTA_RULE_EXPRESSIONS);
+  }
+
+  get jumps(): string[] {
+    return jumpsOf(this.expressions);
+  }
+
+  get exprs(): string[] {
+    return exprNames(this.expressions);
+  }
+
+  toJSON(): NftRuleSummary {
+    return { chain: this.chain, handle: this.handle, comment: this.comment, jumps: this.jumps, exprs: this.exprs };
+  }
+}
+
+/** The table's summary from the kernel's chain and rule dumps (exported for the snapshot's warm-up). */
+export function summarizeNftTable(name: string, family: NftFamily, chains: Message[], rules: Message[]): NftTableSummary {
+  // Chain dumps are not filtered by table (rule dumps are): keep only ours, looked at cheaply first.
+  const ours = (msgs: Message[], tableAttr: number) => msgs.filter((m) => stringAttr(m.data, 4, tableAttr) === name).map((m) => new Attrs(m.data.subarray(4)));
+  return {
+    chains: ours(chains, NFTA_CHAIN_TABLE).map((a) => chainOf(family, a)),
+    rules: ours(rules, NFTA_RULE_TABLE).map((a) => new DumpedRule(a)),
+  };
+}
+
 /**
  * The chains and rules of table `<family> <name>` in a namespace (null: the
  * current one), or null when there is no such table.
@@ -112,24 +156,7 @@ export async function readNftTable(netns: Netns | null, family: NftFamily, name:
     }
     const chains = await sock.request(msgType(NFT_MSG_GETCHAIN), NLM_F_DUMP, request(family, new AttrWriter().string(NFTA_CHAIN_TABLE, name).toBuffer()), ctx('chains'));
     const rules = await sock.request(msgType(NFT_MSG_GETRULE), NLM_F_DUMP, request(family, new AttrWriter().string(NFTA_RULE_TABLE, name).toBuffer()), ctx('rules'));
-    const attrsOf = (data: Buffer) => new Attrs(data.subarray(4));
-    return {
-      // A dump filtered by table still names the table in each reply: keep only ours.
-      chains: chains.map((m) => attrsOf(m.data)).filter((a) => a.string(NFTA_CHAIN_TABLE) === name).map((a) => chainOf(family, a)),
-      rules: rules
-        .map((m) => attrsOf(m.data))
-        .filter((a) => a.string(NFTA_RULE_TABLE) === name)
-        .map((a): NftRuleSummary => {
-          const handle = a.buffer(NFTA_RULE_HANDLE);
-          return {
-            chain: a.string(NFTA_RULE_CHAIN) ?? '',
-            handle: handle && handle.length >= 8 ? Number(handle.readBigUInt64BE(0)) : -1,
-            comment: commentOf(a.buffer(NFTA_RULE_USERDATA)),
-            jumps: jumpsOf(a.buffer(NFTA_RULE_EXPRESSIONS)),
-            exprs: exprNames(a.buffer(NFTA_RULE_EXPRESSIONS)),
-          };
-        }),
-    };
+    return summarizeNftTable(name, family, chains, rules);
   } finally {
     sock.close();
   }

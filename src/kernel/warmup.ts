@@ -5,10 +5,12 @@
 import { ifinfomsg, parseLink } from './link_linux.js';
 import { parseAddr } from './addr_linux.js';
 import { parseRoute } from './route_linux.js';
+import { summarizeNftTable } from './nftables_linux.js';
 import { formatIp, formatMac, parseCidr, parseIp, parseMac } from './ip.js';
 import { AttrWriter } from './nl/attr.js';
 import type { ErrorContext } from './errors.js';
 import * as C from './nl/constants.js';
+import type { Message } from './nl/socket.js';
 
 const ctx: ErrorContext = { op: 'warm up', subject: 'made-up message' };
 
@@ -16,7 +18,46 @@ function header(bytes: number[]): Buffer {
   return Buffer.from(bytes);
 }
 
+const be32 = (v: number): Buffer => {
+  const b = Buffer.alloc(4);
+  b.writeInt32BE(v);
+  return b;
+};
+
+/** A chain and a rule of portmap's nftables table, as the kernel dumps them. */
+function nftMessages(): { chains: Message[]; rules: Message[] } {
+  const nfgen = Buffer.from([2, 0, 0, 0]);
+  const chain = new AttrWriter()
+    .string(1, 'cni_hostport')
+    .string(3, 'prerouting')
+    .nested(4, (w) => w.raw(1, be32(0)).raw(2, be32(-100)))
+    .string(7, 'nat')
+    .toBuffer();
+  const handle = Buffer.alloc(8);
+  handle.writeBigUInt64BE(7n);
+  const comment = Buffer.from([0, 5, ...Buffer.from('warm'), 0]);
+  const rule = new AttrWriter()
+    .string(1, 'cni_hostport')
+    .string(2, 'prerouting')
+    .raw(3, handle)
+    .nested(4, (list) =>
+      list
+        .nested(1, (e) => e.string(1, 'fib'))
+        .nested(1, (e) => e.string(1, 'cmp'))
+        .nested(1, (e) => e.string(1, 'immediate').nested(2, (d) => d.raw(1, be32(0)).nested(2, (v) => v.nested(2, (x) => x.raw(1, be32(-3)).string(2, 'hostports_all'))))),
+    )
+    .raw(7, comment)
+    .toBuffer();
+  return { chains: [{ type: 0, flags: 0, data: Buffer.concat([nfgen, chain]) }], rules: [{ type: 0, flags: 0, data: Buffer.concat([nfgen, rule]) }] };
+}
+
 export function warmUpKernelCodecs(): void {
+  const nft = nftMessages();
+  const summary = summarizeNftTable('cni_hostport', 'ip', nft.chains, nft.rules);
+  if (summary.rules[0]?.jumps[0] !== 'hostports_all' || summary.rules[0].comment !== 'warm' || summary.chains[0]?.hook !== 'prerouting') {
+    throw new Error(`nftables warm-up read back ${JSON.stringify(summary)}`);
+  }
+
   for (const text of ['10.244.1.2', 'fd00::2', '198.18.0.1', 'fe80::1']) formatIp(parseIp(text, ctx).bytes);
   for (const text of ['10.244.0.0/16', 'fd00::/64']) parseCidr(text, ctx);
   formatMac(parseMac('0a:58:0a:f4:01:02', ctx));
