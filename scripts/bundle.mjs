@@ -18,9 +18,36 @@ export const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 export const BUNDLE = join(ROOT, 'dist', 'twill.cjs');
 
 const NATIVE_TS = join(ROOT, 'src', 'kernel', 'native.ts');
+const AGENT_MODULES_TS = join(ROOT, 'src', 'agent', 'modules.ts');
 
-/** Required from node_modules at run time: the agent runs from a checkout or an image with them. */
+/**
+ * Required from node_modules at run time: the agent runs from a checkout, or from
+ * the image, which installs them beside the single executable (scripts/build-image.sh).
+ */
 export const AGENT_ONLY_DEPENDENCIES = ['better-sqlite3', 'etcd3', 'pino', 'prom-client'];
+
+/**
+ * The agent's dependencies stay external, but a single executable's `require`
+ * loads built-in modules only: each import of one becomes a stand-in that, in a
+ * SEA, requires it from the directory the image installs it in (src/agent/modules.ts),
+ * and elsewhere requires it as before (from the checkout's node_modules).
+ */
+const agentDependencies = {
+  name: 'twill-agent-dependencies',
+  setup(build) {
+    const names = AGENT_ONLY_DEPENDENCIES.map((n) => n.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')).join('|');
+    build.onResolve({ filter: new RegExp(`^(${names})(/.*)?$`) }, (args) =>
+      args.namespace === 'twill-agent-dependency' ? { path: args.path, external: true } : { path: args.path, namespace: 'twill-agent-dependency' },
+    );
+    build.onLoad({ filter: /.*/, namespace: 'twill-agent-dependency' }, (args) => ({
+      resolveDir: ROOT,
+      loader: 'js',
+      contents: `module.exports = require('node:sea').isSea()
+        ? require(${JSON.stringify(AGENT_MODULES_TS)}).requireAgentDependency(${JSON.stringify(args.path)})
+        : require(${JSON.stringify(args.path)});`,
+    }));
+  },
+};
 
 /**
  * netlink's raw.js does `require('node-gyp-build')(__dirname + '/..')` when it is
@@ -124,9 +151,9 @@ export function bundleOptions(outfile = BUNDLE, { snapshot = false } = {}) {
     },
     banner: { js: 'var TWILL_IMPORT_META_URL = require("node:url").pathToFileURL(__filename).href;' },
     // The agent's dependencies stay in node_modules: native (better-sqlite3) or large
-    // (etcd3 and its gRPC), and needed only by the long-running agent, never by a plugin.
-    external: AGENT_ONLY_DEPENDENCIES,
-    plugins: [netlinkAddon, importMetaGuard],
+    // (etcd3 and its gRPC), and needed only by the long-running agent, never by a plugin
+    // (agentDependencies marks them external, behind its stand-in).
+    plugins: [netlinkAddon, agentDependencies, importMetaGuard],
     metafile: true,
   };
 }

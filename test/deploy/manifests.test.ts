@@ -73,8 +73,8 @@ describe('deploy/kube-twill.yml on a real kube-apiserver', () => {
     const ds = (await api.ok('GET', '/apis/apps/v1/namespaces/kube-twill/daemonsets/kube-twill-ds')) as {
       spec: { template: { spec: {
         hostNetwork: boolean; priorityClassName: string; serviceAccountName: string;
-        initContainers: { name: string; command: string[] }[];
-        containers: { command: string[]; securityContext: { capabilities: { add: string[] } }; readinessProbe: { httpGet: { path: string; port: number } }; livenessProbe: { httpGet: { path: string } }; env: { name: string }[] }[];
+        initContainers: { name: string; image: string; command: string[] }[];
+        containers: { image: string; command: string[]; securityContext: { capabilities: { add: string[] } }; readinessProbe: { httpGet: { path: string; port: number } }; livenessProbe: { httpGet: { path: string } }; env: { name: string }[] }[];
       } } };
     };
     const pod = ds.spec.template.spec;
@@ -90,6 +90,9 @@ describe('deploy/kube-twill.yml on a real kube-apiserver', () => {
     assert.deepEqual(pod.initContainers.map((c) => c.name), ['install-cni-plugins', 'install-cni-conf']);
     assert.deepEqual(pod.initContainers[0]!.command, ['twill', 'cni', 'install', '--dir', '/host/opt/cni/bin']);
     assert.match(pod.initContainers[1]!.command.join(' '), /cp .* \/host\/etc\/cni\/net\.d\/\.10-flannel\.conflist\.tmp && mv .* \/host\/etc\/cni\/net\.d\/10-flannel\.conflist/);
+    // The name scripts/build-image.sh gives the image (and its OCI archive), at this version: what a node that loaded it has.
+    const { version } = JSON.parse(readFileSync(fileURLToPath(new URL('../../../package.json', import.meta.url)), 'utf8')) as { version: string };
+    assert.deepEqual([...pod.initContainers, ...pod.containers].map((c) => c.image), Array(3).fill(`localhost/twill:${version}`));
   });
 
   it('the agent\'s flags in the DaemonSet are ones it understands', async () => {
