@@ -101,19 +101,36 @@ function stringAttr(data: Buffer, offset: number, type: number): string | undefi
   return undefined;
 }
 
-/** A rule as dumped; its expressions are decoded only when asked for (most callers want handles and comments). */
-class DumpedRule implements NftRuleSummary {
-  readonly chain: string;
-  readonly handle: number;
-  readonly comment: string | null;
-  private readonly expressions: Buffer | undefined;
+const cstring = (b: Buffer): string => {
+  const end = b.indexOf(0);
+  return b.toString('utf8', 0, end < 0 ? b.length : end);
+};
 
-  constructor(a: Attrs) {
-    const handle = a.buffer(NFTA_RULE_HANDLE);
-    this.chain = a.string(NFTA_RULE_CHAIN) ?? '';
-    this.handle = handle && handle.length >= 8 ? Number(handle.readBigUInt64BE(0)) : -1;
-    this.comment = commentOf(a.buffer(NFTA_RULE_USERDATA));
-    this.expressions = a.buffer(NFTA_RULE_EXPRESSIONS);
+/**
+ * A rule as dumped, read in one pass over its attributes (a node with many
+ * mapped ports has hundreds; this runs in a process that has just started, so
+ * it avoids per-rule maps). Expressions are decoded only when asked for.
+ */
+class DumpedRule implements NftRuleSummary {
+  table = '';
+  chain = '';
+  handle = -1;
+  comment: string | null = null;
+  private expressions: Buffer | undefined;
+
+  constructor(data: Buffer, offset: number) {
+    while (offset + 4 <= data.length) {
+      const len = data.readUInt16LE(offset);
+      if (len < 4 || offset + len > data.length) break;
+      const type = data.readUInt16LE(offset + 2) & 0x3fff;
+      const value = data.subarray(offset + 4, offset + len);
+      if (type === NFTA_RULE_TABLE) this.table = cstring(value);
+      else if (type === NFTA_RULE_CHAIN) this.chain = cstring(value);
+      else if (type === NFTA_RULE_HANDLE && value.length >= 8) this.handle = Number(value.readBigUInt64BE(0));
+      else if (type === NFTA_RULE_USERDATA) this.comment = commentOf(value);
+      else if (type === NFTA_RULE_EXPRESSIONS) this.expressions = value;
+      offset += (len + 3) & ~3;
+    }
   }
 
   get jumps(): string[] {
@@ -124,8 +141,8 @@ class DumpedRule implements NftRuleSummary {
     return exprNames(this.expressions);
   }
 
-  toJSON(): NftRuleSummary {
-    return { chain: this.chain, handle: this.handle, comment: this.comment, jumps: this.jumps, exprs: this.exprs };
+  toJSON(): NftRuleSummary & { table: string } {
+    return { table: this.table, chain: this.chain, handle: this.handle, comment: this.comment, jumps: this.jumps, exprs: this.exprs };
   }
 }
 
@@ -135,7 +152,8 @@ export function summarizeNftTable(name: string, family: NftFamily, chains: Messa
   const ours = (msgs: Message[], tableAttr: number) => msgs.filter((m) => stringAttr(m.data, 4, tableAttr) === name).map((m) => new Attrs(m.data.subarray(4)));
   return {
     chains: ours(chains, NFTA_CHAIN_TABLE).map((a) => chainOf(family, a)),
-    rules: ours(rules, NFTA_RULE_TABLE).map((a) => new DumpedRule(a)),
+    // Rule dumps are filtered by the kernel (NFTA_RULE_TABLE in the request); checked again, cheaply.
+    rules: rules.map((m) => new DumpedRule(m.data, 4)).filter((r) => r.table === name),
   };
 }
 

@@ -11,6 +11,7 @@ import { AttrWriter } from './nl/attr.js';
 import type { ErrorContext } from './errors.js';
 import * as C from './nl/constants.js';
 import type { Message } from './nl/socket.js';
+import { formatMessage, parseError, parseMessages } from 'netlink/dist/structs.js';
 
 const ctx: ErrorContext = { op: 'warm up', subject: 'made-up message' };
 
@@ -51,6 +52,16 @@ function nftMessages(): { chains: Message[]; rules: Message[] } {
   return { chains: [{ type: 0, flags: 0, data: Buffer.concat([nfgen, chain]) }], rules: [{ type: 0, flags: 0, data: Buffer.concat([nfgen, rule]) }] };
 }
 
+/** The netlink package's own framing: a reply datagram (a message, then an ACK) formatted and parsed. */
+function warmUpFraming(payload: Buffer): void {
+  const ack = Buffer.alloc(20);
+  const parts = [
+    ...formatMessage({ type: C.RTM_NEWLINK, flags: 0, seq: 1, port: 0, data: payload }),
+    ...formatMessage({ type: C.NLMSG_ERROR, flags: 0x100, seq: 1, port: 0, data: ack }),
+  ];
+  for (const m of parseMessages(Buffer.concat(parts))) if (m.type === C.NLMSG_ERROR) parseError(m.data, m.flags);
+}
+
 export function warmUpKernelCodecs(): void {
   const nft = nftMessages();
   const summary = summarizeNftTable('cni_hostport', 'ip', nft.chains, nft.rules);
@@ -71,7 +82,9 @@ export function warmUpKernelCodecs(): void {
     .u32(C.IFLA_MASTER, 3)
     .nested(C.IFLA_LINKINFO, (w) => w.string(C.IFLA_INFO_KIND, 'veth'))
     .toBuffer();
-  parseLink({ type: C.RTM_NEWLINK, flags: 0, data: Buffer.concat([ifinfomsg(5, 0x1043), link]) }, 'warm');
+  const linkMsg = Buffer.concat([ifinfomsg(5, 0x1043), link]);
+  parseLink({ type: C.RTM_NEWLINK, flags: 0, data: linkMsg }, 'warm');
+  warmUpFraming(linkMsg);
 
   for (const [family, ip, len] of [[C.AF_INET, '10.244.1.2', 24], [C.AF_INET6, 'fd00::2', 64]] as const) {
     const bytes = parseIp(ip, ctx).bytes;
