@@ -32,7 +32,7 @@ export const DEFAULT_KUBE_TIMEOUT_MS = 10_000;
 const WATCH_SECONDS = 300;
 
 export interface KubeStoreOptions extends Pick<ConnectionOptions, 'apiUrl' | 'kubeconfigFile' | 'env' | 'serviceAccountDir'> {
-  /** This node (NODE_NAME, --node-name); null: the store only reads (twill explain). */
+  /** This node (NODE_NAME, --node-name); null: the store only reads (twill explain): every write is refused before it reaches the API. */
   nodeName: string | null;
   /** flannel's --kube-annotation-prefix. */
   annotationPrefix?: string;
@@ -181,7 +181,7 @@ export class KubeStore implements SubnetStore {
   }
 
   private ownName(op: string): string {
-    if (this.nodeName === null) throw new StoreError(op, this.description, 'this store was opened without a node name (NODE_NAME or --node-name)');
+    if (this.nodeName === null) throw new StoreError(op, this.description, 'this store was opened read-only, without a node name (twill explain never writes; an agent needs NODE_NAME or --node-name)');
     return this.nodeName;
   }
 
@@ -244,7 +244,7 @@ export class KubeStore implements SubnetStore {
   private stored(node: KubeNode, op: string): StoredLease {
     const l = this.nodeLease(node);
     if (!l || 'error' in l) throw new StoreError(op, this.description, `node ${node.name} is not a lease after the write: ${l ? l.error : 'the annotation is missing'}`);
-    return { key: l.key, lease: l.lease, modRevision: this.revision(node.resourceVersion, op) };
+    return { key: l.key, lease: l.lease, modRevision: this.revision(node.resourceVersion, op), node: node.name };
   }
 
   private revision(rv: string, op: string): number {
@@ -293,7 +293,7 @@ export class KubeStore implements SubnetStore {
           const l = this.nodeLease(node);
           if (!l) continue;
           if ('error' in l) malformed.push({ key: l.key, error: l.error });
-          else leases.push({ key: l.key, lease: l.lease, modRevision: this.revision(node.resourceVersion, 'list') });
+          else leases.push({ key: l.key, lease: l.lease, modRevision: this.revision(node.resourceVersion, 'list'), node: node.name });
         }
       } while (cont);
       return { leases, revision, malformed };

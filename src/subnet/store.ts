@@ -18,6 +18,8 @@ export interface StoredLease {
   lease: Lease;
   /** Revision of the change that wrote this value (etcd's mod_revision). */
   modRevision: number;
+  /** The node that holds it, where the store knows one (Kubernetes: the Node's name). */
+  node?: string;
 }
 
 /** A key under the subnets prefix that is not a lease: reported, never fatal. */
