@@ -22,7 +22,7 @@ import { openClusterRules, type ClusterRules, type ClusterRulesSpec } from '../f
 import { parseNetworkConfig, describeFamily, type NetworkConfig } from '../subnet/config.js';
 import { describeLease, type Lease } from '../subnet/lease.js';
 import { LeaseManager, type OwnLeaseLost, type PeerWatch } from '../subnet/manager.js';
-import { StoreError, type SubnetStore } from '../subnet/store.js';
+import { StoreAccessError, StoreError, type SubnetStore } from '../subnet/store.js';
 import { readSubnetEnv, writeSubnetEnv, type SubnetEnv } from '../subnet/subnet-env.js';
 import { BridgeAddressCheck, gatewayOf } from './bridge.js';
 import { DataDir } from './datadir.js';
@@ -159,9 +159,13 @@ export class Agent {
     this.state.rules = true;
     this.rulesTimer = setInterval(() => void this.ensureRules(spec, 'resync'), o.rulesResyncMs);
 
+    // Until the first list of the peers succeeds, the store refusing our credentials ends the agent
+    // (they will not get the rights by themselves); later, the data plane keeps what it has.
+    let listed = false;
     this.peerWatch = this.manager.watch(
       (e) => {
         if (e.type === 'own-lease-lost') return;
+        if (e.type === 'snapshot') listed = true;
         void this.dataPlane!.onPeerEvent(e).then(() => {
           if (e.type === 'snapshot') {
             this.metrics.ready.set(this.ready() ? 1 : 0);
@@ -171,7 +175,11 @@ export class Agent {
       },
       (err) => {
         this.metrics.storeErrors.inc({ op: 'watch' });
-        this.log.warn({ store: this.store?.description, err: err.message }, 'store watch failed: the data plane keeps what it has; retrying');
+        if (err instanceof StoreAccessError && !listed) {
+          this.fail(new AgentError(err.message));
+          return;
+        }
+        this.log[err instanceof StoreAccessError ? 'error' : 'warn']({ store: this.store?.description, err: err.message }, 'store watch failed: the data plane keeps what it has; retrying');
       },
     );
   }
@@ -298,7 +306,8 @@ export class Agent {
       try {
         return await fn();
       } catch (e) {
-        if (!(e instanceof StoreError) || this.stopped) throw e;
+        // Refused credentials stay refused: say so and stop, rather than retry in silence.
+        if (!(e instanceof StoreError) || e instanceof StoreAccessError || this.stopped) throw e;
         this.metrics.storeErrors.inc({ op: what });
         this.log.warn({ err: (e as Error).message, retryInMs: delay }, `store: ${what} failed, retrying`);
         await sleep(delay);
@@ -313,6 +322,11 @@ export class Agent {
       `this node's lease ${describeLease(e.lease)} ${why}: stopping, so that a restart acquires one again (the same subnet when it is still free). The data plane is left in place.`,
     );
     this.log.error({ key: e.key, reason: e.reason }, err.message);
+    this.fail(err);
+  }
+
+  /** Ends a running agent with an error (run() rejects with it); the data plane stays. */
+  private fail(err: Error): void {
     void this.shutdown().then(() => this.finish?.(err));
   }
 

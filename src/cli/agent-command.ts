@@ -77,7 +77,28 @@ const STORE_CHOICES =
 
 /** The flags that choose a store: `twill explain --store` resolves them the same way. */
 export type StoreFlags = Pick<RawOptions, 'store' | 'etcdEndpoints' | 'etcdPrefix' | 'etcdCafile' | 'etcdCertfile' | 'etcdKeyfile' | 'etcdUsername' | 'etcdPassword' | 'kubeSubnetMgr'> &
-  Partial<Pick<RawOptions, 'kubeApiUrl' | 'kubeconfigFile' | 'kubeAnnotationPrefix' | 'setNodeNetworkUnavailable'>>;
+  Partial<Pick<RawOptions, 'kubeApiUrl' | 'kubeconfigFile' | 'kubeAnnotationPrefix' | 'setNodeNetworkUnavailable' | 'nodeName'>>;
+
+/** This node's name: --node-name, NODE_NAME (commander reads it into nodeName), else the hostname (as the kubelet's default). */
+export const resolveNodeName = (raw: Pick<RawOptions, 'nodeName'>): string => raw.nodeName ?? hostname();
+
+/**
+ * The flags that reach the Kubernetes API, with flannel's names and FLANNELD_*
+ * variables. The agent hides them in its --help (flannel aliases, listed after
+ * it); `twill explain` shows them. Both resolve them with resolveStore.
+ */
+export function kubeStoreOptions(help: 'hidden' | 'shown'): Option[] {
+  const option = (flags: string, description: string, env: string) => {
+    const o = new Option(flags, description).env(env);
+    return help === 'hidden' ? o.hideHelp() : o;
+  };
+  return [
+    option('--kube-subnet-mgr [bool]', 'the leases are the cluster\'s Nodes (flannel\'s flag; same as --store kube)', 'FLANNELD_KUBE_SUBNET_MGR').argParser(parseBool('kube-subnet-mgr')).preset(true),
+    option('--kubeconfig-file <FILE>', 'kubeconfig for the API with --store kube (default: in-cluster, the pod\'s service account)', 'FLANNELD_KUBECONFIG_FILE'),
+    option('--kube-api-url <URL>', 'the API server (with a kubeconfig: replaces its server; alone: no credentials)', 'FLANNELD_KUBE_API_URL'),
+    option('--kube-annotation-prefix <P>', `prefix of flannel's node annotations (default ${DEFAULTS.kubeAnnotationPrefix})`, 'FLANNELD_KUBE_ANNOTATION_PREFIX'),
+  ];
+}
 
 export function resolveStore(raw: StoreFlags): StoreSpec {
   const etcd = (endpoints: string[]): StoreSpec => {
@@ -91,11 +112,11 @@ export function resolveStore(raw: StoreFlags): StoreSpec {
     };
   };
   const list = (s: string) => s.split(',').map((x) => x.trim()).filter(Boolean);
-  // The agent fills in the node's name and its public IP flags (resolveAgentOptions).
+  // The agent fills in its public IP flags (resolveAgentOptions).
   const kube = (): StoreSpec => ({
     kind: 'kube', apiUrl: raw.kubeApiUrl ?? null, kubeconfigFile: raw.kubeconfigFile ?? null,
     annotationPrefix: raw.kubeAnnotationPrefix ?? DEFAULTS.kubeAnnotationPrefix,
-    setNodeNetworkUnavailable: raw.setNodeNetworkUnavailable ?? true, nodeName: null, publicIpFlags: { ipv4: false, ipv6: false },
+    setNodeNetworkUnavailable: raw.setNodeNetworkUnavailable ?? true, nodeName: resolveNodeName(raw), publicIpFlags: { ipv4: false, ipv6: false },
   });
   if (raw.store !== undefined) {
     const [kind, ...rest] = raw.store.split(':');
@@ -121,8 +142,8 @@ export function resolveStore(raw: StoreFlags): StoreSpec {
 
 export function resolveAgentOptions(raw: RawOptions): AgentOptions {
   let store = resolveStore(raw);
-  const nodeName = raw.nodeName ?? hostname();
-  if (store.kind === 'kube') store = { ...store, nodeName, publicIpFlags: { ipv4: raw.publicIp !== undefined, ipv6: raw.publicIpv6 !== undefined } };
+  const nodeName = resolveNodeName(raw);
+  if (store.kind === 'kube') store = { ...store, publicIpFlags: { ipv4: raw.publicIp !== undefined, ipv6: raw.publicIpv6 !== undefined } };
   if (raw.netConf !== undefined && raw.netConfigPath !== undefined && raw.netConf !== raw.netConfigPath) {
     throw new InvalidArgumentError('--net-conf and --net-config-path name different files: give one');
   }
@@ -169,11 +190,9 @@ export function registerAgentCommand(program: Command): void {
     .addOption(new Option('--etcd-certfile <FILE>', 'client certificate for etcd').env('FLANNELD_ETCD_CERTFILE'))
     .addOption(new Option('--etcd-keyfile <FILE>', 'client key for etcd').env('FLANNELD_ETCD_KEYFILE'))
     .addOption(new Option('--etcd-username <NAME>', 'etcd user').env('FLANNELD_ETCD_USERNAME'))
-    .addOption(new Option('--etcd-password <PASSWORD>', 'etcd password').env('FLANNELD_ETCD_PASSWORD'))
-    .addOption(alias('--kube-subnet-mgr [bool]', 'FLANNELD_KUBE_SUBNET_MGR').argParser(parseBool('kube-subnet-mgr')).preset(true))
-    .addOption(alias('--kube-api-url <URL>', 'FLANNELD_KUBE_API_URL'))
-    .addOption(alias('--kubeconfig-file <FILE>', 'FLANNELD_KUBECONFIG_FILE'))
-    .addOption(alias('--kube-annotation-prefix <P>', 'FLANNELD_KUBE_ANNOTATION_PREFIX'))
+    .addOption(new Option('--etcd-password <PASSWORD>', 'etcd password').env('FLANNELD_ETCD_PASSWORD'));
+  for (const o of kubeStoreOptions('hidden')) cmd.addOption(o);
+  cmd
     .addOption(alias('--set-node-network-unavailable [bool]', 'FLANNELD_SET_NODE_NETWORK_UNAVAILABLE').argParser(parseBool('set-node-network-unavailable')).preset(true))
     .addOption(new Option('--iface <NAME|IP>', 'interface for traffic between nodes, by name or address (repeatable: the first that exists)').argParser(collect).env('FLANNELD_IFACE'))
     .addOption(new Option('--iface-regex <RE>', 'the first interface whose address or name matches (repeatable)').argParser(collect).env('FLANNELD_IFACE_REGEX'))

@@ -6,7 +6,7 @@ import { existsSync, writeFileSync } from 'node:fs';
 import { explain } from '../inspect/explain.js';
 import type { Explanation } from '../inspect/model.js';
 import { EXPLAIN_FORMATS, render, type ExplainFormat } from '../inspect/render.js';
-import type { SubnetStore } from '../subnet/store.js';
+import { StoreError, type SubnetStore } from '../subnet/store.js';
 
 /** No finding is an error (warnings and info do not count), or --exit-zero. */
 export const EXIT_OK = 0;
@@ -21,7 +21,7 @@ export interface ExplainCliOptions {
   out?: string;
   subnetFile?: string;
   cniDataDir?: string;
-  /** local:PATH | etcd:URL[,URL], as `twill agent --store`. */
+  /** local:PATH | etcd:URL[,URL] | kube, as `twill agent --store`. */
   store?: string;
   etcdEndpoints?: string;
   etcdPrefix?: string;
@@ -30,25 +30,43 @@ export interface ExplainCliOptions {
   etcdKeyfile?: string;
   etcdUsername?: string;
   etcdPassword?: string;
+  /** flannel's --kube-subnet-mgr: the same as --store kube. */
+  kubeSubnetMgr?: boolean;
+  kubeconfigFile?: string;
+  kubeApiUrl?: string;
+  kubeAnnotationPrefix?: string;
+  /** --node-name or NODE_NAME: with the kube store, whose lease is this node's own. */
+  nodeName?: string;
   exitZero?: boolean;
 }
 
 export class ExplainUsageError extends Error {}
 
+/** The store explain reads, and (Kubernetes) this node's name in it. */
+interface ExplainStore {
+  store: SubnetStore;
+  nodeName: string | null;
+}
+
 /**
  * Opens the store the agents use, resolved exactly as `twill agent` resolves
  * its flags (imported only when asked for: explain without a store loads
- * neither SQLite nor an etcd client).
+ * neither SQLite nor an etcd client). The Kubernetes store is opened without
+ * a node name, which makes it read-only: it refuses every write before the
+ * API sees it (no annotations, no node condition); the name only tells
+ * explain which lease is this node's.
  */
-async function openExplainStore(opts: ExplainCliOptions): Promise<SubnetStore | undefined> {
-  if (opts.store === undefined && opts.etcdEndpoints === undefined) return undefined;
+async function openExplainStore(opts: ExplainCliOptions): Promise<ExplainStore | undefined> {
+  if (opts.store === undefined && opts.etcdEndpoints === undefined && !opts.kubeSubnetMgr) return undefined;
   const [{ resolveStore }, { InvalidArgumentError }, { DEFAULTS }] = await Promise.all([import('./agent-command.js'), import('commander'), import('../agent/options.js')]);
   let spec;
   try {
     spec = resolveStore({
       store: opts.store, etcdEndpoints: opts.etcdEndpoints, etcdPrefix: opts.etcdPrefix ?? DEFAULTS.etcdPrefix,
       etcdCafile: opts.etcdCafile, etcdCertfile: opts.etcdCertfile, etcdKeyfile: opts.etcdKeyfile,
-      etcdUsername: opts.etcdUsername, etcdPassword: opts.etcdPassword, kubeSubnetMgr: undefined,
+      etcdUsername: opts.etcdUsername, etcdPassword: opts.etcdPassword,
+      kubeSubnetMgr: opts.kubeSubnetMgr, kubeconfigFile: opts.kubeconfigFile, kubeApiUrl: opts.kubeApiUrl,
+      kubeAnnotationPrefix: opts.kubeAnnotationPrefix, nodeName: opts.nodeName,
     });
   } catch (e) {
     if (e instanceof InvalidArgumentError) throw new ExplainUsageError(e.message);
@@ -58,8 +76,16 @@ async function openExplainStore(opts: ExplainCliOptions): Promise<SubnetStore | 
   if (spec.kind === 'local' && !existsSync(spec.path)) {
     throw new ExplainUsageError(`--store local:${spec.path}: no such file (give the path the agents run with: their --store local:PATH)`);
   }
+  const nodeName = spec.kind === 'kube' ? spec.nodeName : null;
+  if (spec.kind === 'kube') spec = { ...spec, nodeName: null };
   const { openStore } = await import('../agent/stores.js');
-  return openStore(spec);
+  try {
+    return { store: await openStore(spec), nodeName };
+  } catch (e) {
+    // Nothing to read from (no kubeconfig, no in-cluster service account, ...): a usage error, as a missing file.
+    if (e instanceof StoreError) throw new ExplainUsageError(e.message);
+    throw e;
+  }
 }
 
 /** The exit status for an explanation: EXIT_ERRORS when any finding is an error, unless exitZero. */
@@ -72,12 +98,12 @@ export async function explainCommand(opts: ExplainCliOptions): Promise<number> {
   if (!EXPLAIN_FORMATS.includes(opts.format as ExplainFormat)) {
     throw new ExplainUsageError(`--format must be one of ${EXPLAIN_FORMATS.join(', ')}, got "${opts.format}"`);
   }
-  const store = await openExplainStore(opts);
+  const opened = await openExplainStore(opts);
   let e: Explanation;
   try {
-    e = await explain({ netns: opts.netns, subnetFile: opts.subnetFile, cniDataDir: opts.cniDataDir, store });
+    e = await explain({ netns: opts.netns, subnetFile: opts.subnetFile, cniDataDir: opts.cniDataDir, store: opened?.store, nodeName: opened?.nodeName ?? undefined });
   } finally {
-    await store?.close();
+    await opened?.store.close();
   }
   const text = render(e, opts.format as ExplainFormat);
   if (opts.out) writeFileSync(opts.out, text);

@@ -11,7 +11,7 @@ function packageVersion(): string {
 }
 
 export async function buildProgram() {
-  const { Command } = await import('commander');
+  const { Command, Option } = await import('commander');
   const { PLUGIN_TYPES } = await import('../plugins/registry.js');
   const program = new Command('twill')
     .description(
@@ -59,9 +59,9 @@ export async function buildProgram() {
         throw e;
       }
     });
-  const { registerAgentCommand } = await import('./agent-command.js');
+  const { registerAgentCommand, kubeStoreOptions } = await import('./agent-command.js');
   registerAgentCommand(program);
-  program
+  const explainCmd = program
     .command('explain')
     .description("read this node's network (every namespace its veths lead into) and explain it: bridges, pods, overlay, findings")
     .option('--netns <NAME>', 'explain the node in this named network namespace (/run/netns/NAME) instead of the current one')
@@ -69,14 +69,18 @@ export async function buildProgram() {
     .option('--out <FILE>', 'write to FILE instead of stdout')
     .option('--subnet-file <F>', "the node agent's subnet.env", '/run/flannel/subnet.env')
     .option('--cni-data-dir <D>', "host-local's data directory", '/var/lib/cni/networks')
-    .option('--store <SPEC>', "the agents' lease store, local:PATH | etcd:URL[,URL]: the other nodes' leases become what the overlay must hold")
+    .option('--store <SPEC>', "the agents' lease store, local:PATH | etcd:URL[,URL] | kube: the other nodes' leases become what the overlay must hold")
     .option('--etcd-endpoints <URLS>', 'etcd endpoints, comma-separated (same as --store etcd:URLS)')
     .option('--etcd-prefix <PREFIX>', 'etcd key prefix, as the agents use', '/coreos.com/network')
     .option('--etcd-cafile <FILE>', 'CA certificate to verify etcd')
     .option('--etcd-certfile <FILE>', 'client certificate for etcd')
     .option('--etcd-keyfile <FILE>', 'client key for etcd')
     .option('--etcd-username <NAME>', 'etcd user')
-    .option('--etcd-password <PASSWORD>', 'etcd password')
+    .option('--etcd-password <PASSWORD>', 'etcd password');
+  // The agent's own definitions (flags and FLANNELD_* variables), so that both resolve them alike.
+  for (const o of kubeStoreOptions('shown')) explainCmd.addOption(o);
+  explainCmd
+    .addOption(new Option('--node-name <NAME>', "this node's Node with --store kube: its lease is this node's own (default: the hostname)").env('NODE_NAME'))
     .option('--exit-zero', 'exit 0 even when a finding is an error')
     .addHelpText(
       'after',
@@ -91,6 +95,11 @@ export async function buildProgram() {
         'neighbours of nodes that no lease names are stale. Without it, the overlay is judged from the',
         'kernel state alone (a route without its neighbour, a neighbour without its FDB entry, ...).',
         '',
+        'With --store kube (or --kube-subnet-mgr), as the agents of a cluster run with --kube-subnet-mgr:',
+        'the leases are the Nodes annotated by flannel or twill; the API is found as `twill agent` finds',
+        'it (--kubeconfig-file, --kube-api-url, else in-cluster). explain only lists nodes (RBAC: "list"',
+        'on "nodes"): it writes no annotation and no node condition.',
+        '',
         'Exit status: 0 when no finding is an error (warnings and info do not count), 1 when one is',
         '(0 with --exit-zero), 2 for bad arguments.',
         'Findings and their fixes: docs/TROUBLESHOOTING.md. JSON schema: the same file, "JSON output".',
@@ -98,6 +107,7 @@ export async function buildProgram() {
         'Examples:',
         '  twill explain',
         '  twill explain --store etcd:http://10.0.0.1:2379 --format html --out node.html',
+        '  twill explain --store kube --kubeconfig-file /etc/kubernetes/admin.conf --node-name node1',
         '  twill explain --netns lab-n1 --store local:/var/lib/twill/leases.db --subnet-file /run/lab-n1/subnet.env',
       ].join('\n'),
     )

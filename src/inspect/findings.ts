@@ -309,7 +309,7 @@ function leaseChecks(m: NodeModel, nodeLinks: LinkView[], env: SubnetEnvView | n
       if (!subnet || !publicIp) continue;
       wantRoutes.push(subnet);
       const route = m.routes.find((r) => sameCidr(r.dst, subnet.text));
-      const node = `the node at ${publicIp} (lease ${lease.key})`;
+      const node = `${lease.node ? `node ${lease.node}` : 'the node'} at ${publicIp} (lease ${lease.key})`;
       if (lease.backendType === 'host-gw') {
         if (!route || !sameIp(route.gateway, publicIp)) {
           out.add(
@@ -434,7 +434,7 @@ function storeChecks(m: NodeModel, out: Findings): void {
       'error',
       m.store.description,
       `The lease store could not be read (${m.store.error}): the overlay was judged from the kernel's state alone, without knowing which nodes exist.`,
-      'Check the --store argument (the path of the agents\' SQLite file, or etcd\'s URLs and --etcd-prefix) and that the store is reachable from here.',
+      'Check the --store argument (the path of the agents\' SQLite file; etcd\'s URLs and --etcd-prefix; for kube, --kubeconfig-file and that its user may list nodes) and that the store is reachable from here.',
     );
   }
 }

@@ -163,6 +163,8 @@ export interface OffloadView {
 export interface LeaseView {
   /** flannel's key: "10.244.2.0-24", "10.244.2.0-24&fd00:10:244:2::-64". */
   key: string;
+  /** The node that holds it, where the store says (Kubernetes: the Node's name); null otherwise. */
+  node: string | null;
   subnet: string | null;
   ipv6Subnet: string | null;
   publicIp: string | null;

@@ -48,6 +48,8 @@ export interface ReadOptions {
    * other nodes' leases become what the overlay must hold (findings.ts).
    */
   store?: SubnetStore;
+  /** This node's name in the store (Kubernetes: its Node): the lease held by that node is its own. */
+  nodeName?: string;
 }
 
 /** Tables iptables-nft keeps in nftables: their forward chains are read as iptables. */
@@ -253,11 +255,12 @@ function sameSubnet(envCidr: string | null, leaseCidr: string | null): boolean {
   }
 }
 
-export function leaseView(key: string, l: Lease): LeaseView {
+export function leaseView(key: string, l: Lease, node?: string): LeaseView {
   const v4 = vxlanData(l.attrs.backendData);
   const v6 = vxlanData(l.attrs.backendV6Data);
   return {
     key,
+    node: node ?? null,
     subnet: l.subnet ? formatCidr(l.subnet) : null,
     ipv6Subnet: l.ipv6Subnet ? formatCidr(l.ipv6Subnet) : null,
     publicIp: l.attrs.publicIp,
@@ -272,12 +275,15 @@ export function leaseView(key: string, l: Lease): LeaseView {
 }
 
 /**
- * Marks this node's own lease: the one whose subnet is subnet.env's; without a
- * usable subnet.env, the one whose public IP is an address of the node (the
- * agent's default), else the one whose subnet .0 is on the node's vxlan device.
+ * Marks this node's own lease: the one the store says this node holds (a
+ * Kubernetes Node of that name: the truth, even when subnet.env is stale);
+ * else the one whose subnet is subnet.env's; without a usable subnet.env, the
+ * one whose public IP is an address of the node (the agent's default), else
+ * the one whose subnet .0 is on the node's vxlan device.
  */
-export function markOwnLease(leases: LeaseView[], env: SubnetEnvView, nodeLinks: LinkView[]): void {
-  let own = leases.find((l) => sameSubnet(env.subnet, l.subnet) || sameSubnet(env.ipv6Subnet, l.ipv6Subnet));
+export function markOwnLease(leases: LeaseView[], env: SubnetEnvView, nodeLinks: LinkView[], nodeName?: string): void {
+  let own = nodeName === undefined ? undefined : leases.find((l) => l.node === nodeName);
+  own ??= leases.find((l) => sameSubnet(env.subnet, l.subnet) || sameSubnet(env.ipv6Subnet, l.ipv6Subnet));
   if (!own) {
     const addrs = new Set(nodeLinks.filter((l) => l.kind !== 'vxlan').flatMap((l) => l.addresses.map((a) => a.split('/')[0]!)));
     own = leases.find((l) => (l.publicIp !== null && addrs.has(l.publicIp)) || (l.publicIpv6 !== null && addrs.has(l.publicIpv6)));
@@ -292,14 +298,14 @@ export function markOwnLease(leases: LeaseView[], env: SubnetEnvView, nodeLinks:
 }
 
 /** Lists the store; its failure is kept in the view (the node is still explained, without the lease checks). */
-export async function readStoreView(store: SubnetStore, env: SubnetEnvView, nodeLinks: LinkView[]): Promise<StoreView> {
+export async function readStoreView(store: SubnetStore, env: SubnetEnvView, nodeLinks: LinkView[], nodeName?: string): Promise<StoreView> {
   const view: StoreView = { description: store.description, error: null, revision: null, leases: [], malformed: [] };
   try {
     const r = await store.list();
     view.revision = r.revision;
-    view.leases = r.leases.map((s) => leaseView(s.key, s.lease));
+    view.leases = r.leases.map((s) => leaseView(s.key, s.lease, s.node));
     view.malformed = r.malformed.map((x) => ({ key: x.key, error: x.error }));
-    markOwnLease(view.leases, env, nodeLinks);
+    markOwnLease(view.leases, env, nodeLinks, nodeName);
   } catch (e) {
     view.error = `${store.description}: ${(e as Error).message}`;
   }
@@ -430,7 +436,7 @@ export async function readNode(opts: ReadOptions = {}): Promise<NodeModel> {
 
     const subnetEnv = readSubnetEnvView(opts.subnetFile ?? DEFAULT_SUBNET_FILE);
     const nodeLinkViews = links.filter((l) => l.netns === nodeName);
-    const store = opts.store ? await readStoreView(opts.store, subnetEnv, nodeLinkViews) : null;
+    const store = opts.store ? await readStoreView(opts.store, subnetEnv, nodeLinkViews, opts.nodeName) : null;
 
     return {
       schemaVersion: EXPLAIN_SCHEMA_VERSION,

@@ -103,7 +103,7 @@ export function renderText(e: Explanation): string {
         : `store ${e.store.description}: ${e.store.leases.length} lease${e.store.leases.length === 1 ? '' : 's'} at revision ${e.store.revision ?? '?'}, this node's ${own ? (own.subnet ?? own.ipv6Subnet) : '(not found)'}${e.store.malformed.length ? `, ${e.store.malformed.length} malformed` : ''}`,
     );
     for (const l of e.store.leases.filter((x) => !x.own)) {
-      out.push(`  lease ${l.key}: node ${l.publicIp ?? l.publicIpv6 ?? '?'} ${l.backendType || '(no backend)'}${l.vtepMac ? ` VtepMAC ${l.vtepMac}` : ''}`);
+      out.push(`  lease ${l.key}: node ${l.node ? `${l.node} at ` : ''}${l.publicIp ?? l.publicIpv6 ?? '?'} ${l.backendType || '(no backend)'}${l.vtepMac ? ` VtepMAC ${l.vtepMac}` : ''}`);
     }
   }
   const rp = Object.entries(e.sysctls.rpFilter).map(([k, v]) => `${k}=${v ?? '?'}`).join(' ');

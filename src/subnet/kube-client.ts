@@ -161,15 +161,33 @@ function loadKubeconfig(file: string): KubeConnection {
   };
 }
 
-/** The API answered with an error status (its Status object's reason and message). */
+/** The API answered with an error status (its Status object's reason and message) to `method path`. */
 export class KubeApiError extends Error {
   constructor(
     readonly status: number,
     readonly reason: string,
     message: string,
+    readonly method = '',
+    readonly path = '',
   ) {
     super(message);
   }
+}
+
+/**
+ * The RBAC verb and resource a call needs, as the API server's authorizer sees
+ * it: GET of a collection is list (watch with ?watch=true), of one object get;
+ * a subresource is "nodes/status". null for a path that is not a core resource.
+ */
+export function rbacRight(method: string, path: string): { verb: string; resource: string } | null {
+  const [p = '', query = ''] = path.split('?');
+  const m = /^\/api\/v1\/(?:namespaces\/[^/]+\/)?([a-z]+)(?:\/([^/]+)(?:\/([a-z]+))?)?$/.exec(p);
+  if (!m) return null;
+  const [, resource, name, sub] = m;
+  const watch = new URLSearchParams(query).get('watch');
+  const verbs: Record<string, string> = { POST: 'create', PUT: 'update', PATCH: 'patch', DELETE: name ? 'delete' : 'deletecollection' };
+  const verb = method === 'GET' ? (watch === 'true' || watch === '1' ? 'watch' : name ? 'get' : 'list') : verbs[method];
+  return verb ? { verb, resource: `${resource}${sub ? `/${sub}` : ''}` } : null;
 }
 
 /** The API could not be reached, or did not answer in time. */
@@ -209,7 +227,7 @@ export class KubeClient {
     return new KubeUnreachableError(`${method} ${this.conn.server}${path}: ${text}${tls}`);
   }
 
-  private static apiError(status: number, body: string): KubeApiError {
+  private static apiError(status: number, body: string, method: string, path: string): KubeApiError {
     let reason = '';
     let message = body.trim().slice(0, 300);
     try {
@@ -221,7 +239,7 @@ export class KubeClient {
     } catch {
       // Not a Status object: the raw text is the message.
     }
-    return new KubeApiError(status, reason, `${status}${reason ? ` ${reason}` : ''}: ${message || '(no message)'}`);
+    return new KubeApiError(status, reason, `${status}${reason ? ` ${reason}` : ''}: ${message || '(no message)'}`, method, path);
   }
 
   /** One call; a 2xx answer's JSON body, else KubeApiError; KubeUnreachableError when there is no answer. */
@@ -252,13 +270,13 @@ export class KubeClient {
           clearTimeout(timer);
           const status = res.statusCode ?? 0;
           if (status < 200 || status >= 300) {
-            reject(KubeClient.apiError(status, text));
+            reject(KubeClient.apiError(status, text, method, path));
             return;
           }
           try {
             resolve(JSON.parse(text) as unknown);
           } catch (e) {
-            reject(new KubeApiError(status, '', `${method} ${path}: the answer is not JSON: ${errorText(e)}`));
+            reject(new KubeApiError(status, '', `${method} ${path}: the answer is not JSON: ${errorText(e)}`, method, path));
           }
         });
       });
@@ -298,7 +316,7 @@ export class KubeClient {
       res.setEncoding('utf8');
       if (status !== 200) {
         res.on('data', (d: string) => (buffered += d));
-        res.on('end', () => end(KubeClient.apiError(status, buffered)));
+        res.on('end', () => end(KubeClient.apiError(status, buffered, 'GET', path)));
         return;
       }
       res.on('data', (d: string) => {
@@ -313,7 +331,7 @@ export class KubeClient {
           try {
             event = JSON.parse(line) as unknown;
           } catch (e) {
-            end(new KubeApiError(status, '', `watch ${path}: an event is not JSON: ${errorText(e)}`));
+            end(new KubeApiError(status, '', `watch ${path}: an event is not JSON: ${errorText(e)}`, 'GET', path));
             req.destroy();
             return;
           }

@@ -23,8 +23,8 @@
 // and node-public-ipv6 do too unless --public-ip(v6) was given.
 import { formatAddr, networkOf, parseAddr, parseCidr, type Cidr } from '../ipam/addr.js';
 import { decodeAttrs, leaseKey, type Lease } from './lease.js';
-import { KubeApiError, KubeClient, KubeConfigError, resolveConnection, type ConnectionOptions, type KubeConnection, type KubeWatch } from './kube-client.js';
-import { CompactedError, LeaseGoneError, StoreError, type ListResult, type MalformedLease, type StoredLease, type SubnetStore, type WatchEvent, type Watcher } from './store.js';
+import { KubeApiError, KubeClient, KubeConfigError, rbacRight, resolveConnection, type ConnectionOptions, type KubeConnection, type KubeWatch } from './kube-client.js';
+import { CompactedError, LeaseGoneError, StoreAccessError, StoreError, type ListResult, type MalformedLease, type StoredLease, type SubnetStore, type WatchEvent, type Watcher } from './store.js';
 
 export const DEFAULT_ANNOTATION_PREFIX = 'flannel.alpha.coreos.com';
 export const DEFAULT_KUBE_TIMEOUT_MS = 10_000;
@@ -32,7 +32,7 @@ export const DEFAULT_KUBE_TIMEOUT_MS = 10_000;
 const WATCH_SECONDS = 300;
 
 export interface KubeStoreOptions extends Pick<ConnectionOptions, 'apiUrl' | 'kubeconfigFile' | 'env' | 'serviceAccountDir'> {
-  /** This node (NODE_NAME, --node-name); null: the store only reads (twill explain). */
+  /** This node (NODE_NAME, --node-name); null: the store only reads (twill explain): every write is refused before it reaches the API. */
   nodeName: string | null;
   /** flannel's --kube-annotation-prefix. */
   annotationPrefix?: string;
@@ -139,11 +139,36 @@ export class KubeStore implements SubnetStore {
 
   private wrap(op: string, key: string | undefined, e: unknown): StoreError {
     if (e instanceof StoreError) return e;
+    if (e instanceof KubeApiError && (e.status === 401 || e.status === 403)) return this.accessError(op, key, e);
     const text = e instanceof Error ? e.message : String(e);
-    const hint = e instanceof KubeApiError && (e.status === 401 || e.status === 403)
-      ? ` (the credentials of ${this.client.conn.source} need nodes get/list/watch and nodes/status patch, as kube-flannel's ClusterRole)`
-      : e instanceof KubeApiError ? '' : ` — is the API server running and reachable? (${this.client.conn.source})`;
+    const hint = e instanceof KubeApiError ? '' : ` — is the API server running and reachable? (${this.client.conn.source})`;
     return new StoreError(op, this.description, `${text}${hint}`, key, { cause: e });
+  }
+
+  /**
+   * 401 or 403: which right was missing, whose, and the command that grants
+   * it (the API server names the user in its message: a service account gets
+   * --serviceaccount, anyone else --user).
+   */
+  private accessError(op: string, key: string | undefined, e: KubeApiError): StoreAccessError {
+    const source = this.client.conn.source;
+    if (e.status === 401) {
+      return new StoreAccessError(op, this.description,
+        `the API server does not accept the credentials of ${source} (${e.message}): the token expired or was revoked, or the client certificate is not signed by the cluster's CA. ` +
+        'Give credentials it knows: a current kubeconfig (--kubeconfig-file), or run in the pod with its service account', key, { cause: e });
+    }
+    const right = rbacRight(e.method, e.path);
+    const what = right ? `"${right.verb}" on "${right.resource}"` : `${e.method} ${e.path}`;
+    const user = /User "([^"]+)"/.exec(e.message)?.[1] ?? null;
+    const sa = user ? /^system:serviceaccount:([^:]+):([^:]+)$/.exec(user) : null;
+    const subject = sa ? `--serviceaccount=${sa[1]}:${sa[2]}` : user ? `--user=${user}` : '--serviceaccount=NAMESPACE:NAME';
+    const bindingName = `twill-${(sa ? sa[2]! : user ?? 'agent').toLowerCase().replace(/[^a-z0-9.-]+/g, '-')}`;
+    const needs = this.nodeName === null
+      ? 'twill explain needs "list" on "nodes" (the ClusterRole "twill" of deploy/kube-twill.yml has it)'
+      : 'The agent needs "get", "list" and "watch" on "nodes" and "patch" on "nodes/status", the rights of the ClusterRole "twill" in deploy/kube-twill.yml (kube-flannel\'s ClusterRole "flannel" grants the same)';
+    return new StoreAccessError(op, this.description,
+      `forbidden: ${user ? `user "${user}"` : 'these credentials'} may not ${what} (the API server said ${e.message}; credentials from ${source}). ` +
+      `${needs}. Bind it: kubectl create clusterrolebinding ${bindingName} --clusterrole=twill ${subject}`, key, { cause: e });
   }
 
   private async run<T>(op: string, key: string | undefined, fn: () => Promise<T>): Promise<T> {
@@ -156,7 +181,7 @@ export class KubeStore implements SubnetStore {
   }
 
   private ownName(op: string): string {
-    if (this.nodeName === null) throw new StoreError(op, this.description, 'this store was opened without a node name (NODE_NAME or --node-name)');
+    if (this.nodeName === null) throw new StoreError(op, this.description, 'this store was opened read-only, without a node name (twill explain never writes; an agent needs NODE_NAME or --node-name)');
     return this.nodeName;
   }
 
@@ -219,7 +244,7 @@ export class KubeStore implements SubnetStore {
   private stored(node: KubeNode, op: string): StoredLease {
     const l = this.nodeLease(node);
     if (!l || 'error' in l) throw new StoreError(op, this.description, `node ${node.name} is not a lease after the write: ${l ? l.error : 'the annotation is missing'}`);
-    return { key: l.key, lease: l.lease, modRevision: this.revision(node.resourceVersion, op) };
+    return { key: l.key, lease: l.lease, modRevision: this.revision(node.resourceVersion, op), node: node.name };
   }
 
   private revision(rv: string, op: string): number {
@@ -268,7 +293,7 @@ export class KubeStore implements SubnetStore {
           const l = this.nodeLease(node);
           if (!l) continue;
           if ('error' in l) malformed.push({ key: l.key, error: l.error });
-          else leases.push({ key: l.key, lease: l.lease, modRevision: this.revision(node.resourceVersion, 'list') });
+          else leases.push({ key: l.key, lease: l.lease, modRevision: this.revision(node.resourceVersion, 'list'), node: node.name });
         }
       } while (cont);
       return { leases, revision, malformed };

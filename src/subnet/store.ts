@@ -18,6 +18,8 @@ export interface StoredLease {
   lease: Lease;
   /** Revision of the change that wrote this value (etcd's mod_revision). */
   modRevision: number;
+  /** The node that holds it, where the store knows one (Kubernetes: the Node's name). */
+  node?: string;
 }
 
 /** A key under the subnets prefix that is not a lease: reported, never fatal. */
@@ -104,7 +106,8 @@ export interface SubnetStore {
    * Only for a store where a node's subnet is assigned, not chosen (Kubernetes:
    * node.spec.podCIDRs): this node's subnets for the cluster's families. The
    * manager then writes exactly that lease (create, no TTL) instead of choosing
-   * one. A StoreError is worth retrying; another error is final (no subnet assigned).
+   * one. A StoreError is worth retrying (but not a StoreAccessError); another
+   * error is final (no subnet assigned).
    */
   assignedSubnets?(families: { ipv4: boolean; ipv6: boolean }): Promise<Pick<Lease, 'subnet' | 'ipv6Subnet'>>;
 
@@ -124,6 +127,13 @@ export class StoreError extends Error {
     super(`${where}: ${op}${key ? ` ${key}` : ''}: ${message}`, options);
   }
 }
+
+/**
+ * The store refused these credentials (Kubernetes 401 or 403): retrying does
+ * not help until someone gives them the rights, so an agent that is starting
+ * stops with this message instead of retrying in silence.
+ */
+export class StoreAccessError extends StoreError {}
 
 /** The watch needs changes the store no longer keeps: list again. */
 export class CompactedError extends StoreError {

@@ -7,7 +7,7 @@ import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import yaml from 'js-yaml';
 import { TestHosts } from '../support/hosts.js';
-import { KubeApiServer } from '../support/kube.js';
+import { KubeApiServer, collectionOf as collection } from '../support/kube.js';
 import { parseNetworkConfig } from '../../src/subnet/config.js';
 
 const MANIFEST = fileURLToPath(new URL('../../../deploy/kube-twill.yml', import.meta.url));
@@ -17,17 +17,6 @@ interface KubeObject {
   kind: string;
   metadata: { name: string; namespace?: string };
   [key: string]: unknown;
-}
-
-/** The REST collection of an object: core or group API, namespaced or not. */
-function collection(o: KubeObject): string {
-  const plural: Record<string, string> = {
-    Namespace: 'namespaces', ServiceAccount: 'serviceaccounts', ClusterRole: 'clusterroles', ClusterRoleBinding: 'clusterrolebindings', ConfigMap: 'configmaps', DaemonSet: 'daemonsets',
-  };
-  const resource = plural[o.kind];
-  if (!resource) throw new Error(`the test does not know where a ${o.kind} goes`);
-  const base = o.apiVersion === 'v1' ? '/api/v1' : `/apis/${o.apiVersion}`;
-  return `${base}${o.metadata.namespace ? `/namespaces/${o.metadata.namespace}` : ''}/${resource}`;
 }
 
 describe('deploy/kube-twill.yml on a real kube-apiserver', () => {

@@ -143,7 +143,7 @@ describe('findings (pure)', () => {
 
   describe('with the store\'s leases as the truth', () => {
     const lease = (over: Partial<LeaseView> & Pick<LeaseView, 'key' | 'subnet'>): LeaseView => ({
-      ipv6Subnet: null, publicIp: null, publicIpv6: null, backendType: 'vxlan', vtepMac: null, vtepMacV6: null, vni: 1, expiresAt: null, own: false, ...over,
+      node: null, ipv6Subnet: null, publicIp: null, publicIpv6: null, backendType: 'vxlan', vtepMac: null, vtepMacV6: null, vni: 1, expiresAt: null, own: false, ...over,
     });
     /** The healthy node with its store: its own lease and the remote node's, which it has programmed. */
     function withStore(): NodeModel {
@@ -219,6 +219,17 @@ describe('findings (pure)', () => {
       leases = fresh().map((l) => ({ ...l, publicIp: null }));
       markOwnLease(leases, noEnv, m.links);
       assert.deepEqual(leases.map((l) => l.own), [true, false]);
+    });
+
+    it('the own lease by this node\'s name in the store first (Kubernetes): a subnet.env naming another node\'s subnet does not hide that node', () => {
+      const m = withStore();
+      const named = () => m.store!.leases.map((l, i) => ({ ...l, own: false, node: `n${i + 1}` }));
+      let leases = named();
+      markOwnLease(leases, m.subnetEnv, m.links, 'n2');
+      assert.deepEqual(leases.map((l) => l.own), [false, true]);
+      leases = named();
+      markOwnLease(leases, m.subnetEnv, m.links, 'not-a-node');
+      assert.deepEqual(leases.map((l) => l.own), [true, false], 'a name no lease has: subnet.env decides');
     });
   });
 });

@@ -4,11 +4,15 @@
 // agents reach it as they would on a real cluster. The test process (in the
 // root namespace) cannot: it talks to the API with curl inside that namespace.
 //
-// Authentication is a static token (--token-auth-file, user in system:masters),
-// authorization AlwaysAllow; TLS with a throwaway CA (openssl). The agents get
-// a kubeconfig in YAML, as kubeadm writes them. Nothing outlives the test
-// process: the server runs under `setpriv --pdeathsig KILL`, an exit hook kills
-// what is left and removes the temp dir.
+// Authentication is a static token (--token-auth-file, user in system:masters)
+// and service-account tokens (TokenRequest: tokenFor()); authorization is
+// AlwaysAllow unless a test asks for RBAC (`authorization: 'Node,RBAC'`, as
+// kubeadm runs it); TLS with a throwaway CA (openssl). With `audit: true` the
+// server logs every request (who, verb, resource, status: auditEvents()), so a
+// test can see exactly what a client did. The agents get a kubeconfig in YAML,
+// as kubeadm writes them. Nothing outlives the test process: the server runs
+// under `setpriv --pdeathsig KILL`, an exit hook kills what is left and
+// removes the temp dir.
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { createWriteStream, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -35,10 +39,48 @@ function hookExit(): void {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+const PLURALS: Record<string, string> = {
+  Namespace: 'namespaces', ServiceAccount: 'serviceaccounts', ClusterRole: 'clusterroles', ClusterRoleBinding: 'clusterrolebindings',
+  ConfigMap: 'configmaps', DaemonSet: 'daemonsets',
+};
+
+/** The REST collection of an object: core or group API, namespaced or not. */
+export function collectionOf(o: { apiVersion: string; kind: string; metadata: { namespace?: string } }): string {
+  const resource = PLURALS[o.kind];
+  if (!resource) throw new Error(`the test does not know where a ${o.kind} goes`);
+  const base = o.apiVersion === 'v1' ? '/api/v1' : `/apis/${o.apiVersion}`;
+  return `${base}${o.metadata.namespace ? `/namespaces/${o.metadata.namespace}` : ''}/${resource}`;
+}
+
 export interface KubeNodeSpec {
   name: string;
   podCidrs?: string[];
   annotations?: Record<string, string>;
+}
+
+/** How the server authorizes: everything, or RBAC (with the Node authorizer first, as kubeadm). */
+export type KubeAuthorization = 'AlwaysAllow' | 'RBAC' | 'Node,RBAC';
+
+export interface KubeApiServerOptions {
+  readyTimeoutMs?: number;
+  /** Default AlwaysAllow: the admin token is in system:masters either way. */
+  authorization?: KubeAuthorization;
+  /** Log every request (audit level Metadata) for auditEvents(). */
+  audit?: boolean;
+  extraArgs?: string[];
+}
+
+/** One request as the audit log records it (level Metadata, stage ResponseComplete). */
+export interface AuditEvent {
+  user: string;
+  /** The client's User-Agent: twill's calls say "twill", the tests' curl "curl/...". */
+  userAgent: string;
+  verb: string;
+  /** "nodes", "nodes/status", ... (resource/subresource); the path for a non-resource URL. */
+  resource: string;
+  name: string | null;
+  code: number;
+  requestURI: string;
 }
 
 export interface KubeResponse {
@@ -55,6 +97,8 @@ export class KubeApiServer {
   readonly caFile: string;
   readonly kubeconfig: string;
   readonly logFile: string;
+  /** The audit log (JSON lines) when started with `audit: true`. */
+  readonly auditFile: string;
   /** How long each start took until /readyz answered 200 (ms). */
   readonly startTimes: number[] = [];
 
@@ -63,16 +107,17 @@ export class KubeApiServer {
     readonly ip: string,
     readonly dir: string,
     readonly etcd: EtcdCluster,
-    private readonly extraArgs: string[],
+    private readonly opts: KubeApiServerOptions,
   ) {
     this.url = `https://${ip}:6443`;
     this.caFile = join(dir, 'ca.pem');
     this.kubeconfig = join(dir, 'kubeconfig.yaml');
     this.logFile = join(dir, 'kube-apiserver.log');
+    this.auditFile = join(dir, 'audit.log');
   }
 
-  /** etcd and kube-apiserver (with `extraArgs`) in namespace `netns` at `ip`; resolves once /readyz is 200. */
-  static async start(netns: string, ip: string, opts: { readyTimeoutMs?: number; extraArgs?: string[] } = {}): Promise<KubeApiServer> {
+  /** etcd and kube-apiserver in namespace `netns` at `ip`; resolves once /readyz is 200 (with RBAC: once its bootstrap roles exist). */
+  static async start(netns: string, ip: string, opts: KubeApiServerOptions = {}): Promise<KubeApiServer> {
     const readyTimeoutMs = opts.readyTimeoutMs ?? 90_000;
     requireKubeApiserver();
     const dir = mkdtempSync(join(tmpdir(), `${RUN_PREFIX}-${process.pid}-kube-`));
@@ -83,7 +128,7 @@ export class KubeApiServer {
       rmSync(dir, { recursive: true, force: true });
       throw e;
     }
-    const s = new KubeApiServer(netns, ip, dir, etcd, opts.extraArgs ?? []);
+    const s = new KubeApiServer(netns, ip, dir, etcd, opts);
     live.add(s);
     hookExit();
     try {
@@ -108,7 +153,15 @@ export class KubeApiServer {
     ssl('genpkey', '-algorithm', 'RSA', '-pkeyopt', 'rsa_keygen_bits:2048', '-out', f('sa.key'));
     ssl('pkey', '-in', f('sa.key'), '-pubout', '-out', f('sa.pub'));
     writeFileSync(f('tokens.csv'), `${this.token},twill-admin,twill-admin,"system:masters"\n`);
-    writeFileSync(this.kubeconfig, [
+    // Metadata: who did what to which object, and the answer's status (no bodies).
+    writeFileSync(f('audit-policy.yaml'), 'apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [RequestReceived]\nrules:\n- level: Metadata\n');
+    this.writeKubeconfig('kubeconfig.yaml', this.token);
+  }
+
+  /** A kubeconfig (in the server's temp dir, the CA beside it) for this server with a bearer token; returns its path. */
+  writeKubeconfig(file: string, token: string): string {
+    const path = join(this.dir, file);
+    writeFileSync(path, [
       'apiVersion: v1',
       'kind: Config',
       'clusters:',
@@ -119,13 +172,67 @@ export class KubeApiServer {
       'users:',
       '- name: twill',
       '  user:',
-      `    token: ${this.token}`,
+      `    token: ${token}`,
       'contexts:',
       '- name: twill@test',
       '  context: {cluster: test, user: twill}',
       'current-context: twill@test',
       '',
     ].join('\n'));
+    return path;
+  }
+
+  /**
+   * A token for a ServiceAccount (the TokenRequest API, as the kubelet gets a
+   * pod's projected token): signed with the server's service-account key.
+   */
+  async tokenFor(namespace: string, serviceAccount: string, expirationSeconds = 3600): Promise<string> {
+    const r = (await this.ok('POST', `/api/v1/namespaces/${namespace}/serviceaccounts/${serviceAccount}/token`, {
+      apiVersion: 'authentication.k8s.io/v1', kind: 'TokenRequest', spec: { expirationSeconds },
+    })) as { status?: { token?: string } };
+    const token = r.status?.token;
+    if (!token) throw new Error(`TokenRequest for ${namespace}/${serviceAccount} returned no token: ${JSON.stringify(r)}`);
+    return token;
+  }
+
+  /** Every completed request so far (needs `audit: true`); optionally only those of one user (and user agent). */
+  auditEvents(user?: string, userAgent?: string): AuditEvent[] {
+    if (!this.opts.audit) throw new Error('the server was started without audit: KubeApiServer.start(..., { audit: true })');
+    let text: string;
+    try {
+      text = readFileSync(this.auditFile, 'utf8');
+    } catch {
+      return [];
+    }
+    const out: AuditEvent[] = [];
+    for (const line of text.split('\n')) {
+      if (!line.trim()) continue;
+      const e = JSON.parse(line) as {
+        stage: string; verb: string; requestURI: string; userAgent?: string; user?: { username?: string };
+        objectRef?: { resource?: string; subresource?: string; name?: string }; responseStatus?: { code?: number };
+      };
+      // A watch also logs ResponseStarted; its ResponseComplete comes when the stream ends.
+      if (e.stage !== 'ResponseComplete' && !(e.verb === 'watch' && e.stage === 'ResponseStarted')) continue;
+      const username = e.user?.username ?? '';
+      if (user !== undefined && username !== user) continue;
+      if (userAgent !== undefined && e.userAgent !== userAgent) continue;
+      const ref = e.objectRef;
+      out.push({
+        user: username,
+        userAgent: e.userAgent ?? '',
+        verb: e.verb,
+        resource: ref?.resource ? `${ref.resource}${ref.subresource ? `/${ref.subresource}` : ''}` : e.requestURI.split('?')[0]!,
+        name: ref?.name ?? null,
+        code: e.responseStatus?.code ?? 0,
+        requestURI: e.requestURI,
+      });
+    }
+    return out;
+  }
+
+  /** Creates objects as the admin, in order (a manifest's Namespace before what lives in it). */
+  async apply(objects: { apiVersion: string; kind: string; metadata: { name: string; namespace?: string } }[]): Promise<void> {
+    for (const o of objects) await this.ok('POST', collectionOf(o), o);
   }
 
   private spawnServer(): void {
@@ -140,13 +247,14 @@ export class KubeApiServer {
       `--tls-private-key-file=${f('server.key')}`,
       `--cert-dir=${f('certs')}`,
       `--token-auth-file=${f('tokens.csv')}`,
-      '--authorization-mode=AlwaysAllow',
+      `--authorization-mode=${this.opts.authorization ?? 'AlwaysAllow'}`,
+      ...(this.opts.audit ? [`--audit-policy-file=${f('audit-policy.yaml')}`, `--audit-log-path=${this.auditFile}`, '--audit-log-format=json', '--audit-log-mode=blocking'] : []),
       `--service-account-key-file=${f('sa.pub')}`,
       `--service-account-signing-key-file=${f('sa.key')}`,
       '--service-account-issuer=https://kubernetes.default.svc',
       '--service-cluster-ip-range=10.96.0.0/16',
       '--v=1',
-      ...this.extraArgs,
+      ...(this.opts.extraArgs ?? []),
     ];
     const proc = spawn('ip', ['netns', 'exec', this.netns, 'setpriv', ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
     proc.stderr!.pipe(createWriteStream(this.logFile, { flags: 'a' }));
@@ -185,9 +293,9 @@ export class KubeApiServer {
     }
   }
 
-  /** A call as the admin, with curl inside the server's namespace. */
-  async request(method: string, path: string, body?: unknown, contentType = 'application/json'): Promise<KubeResponse> {
-    const args = ['netns', 'exec', this.netns, 'curl', '-sS', '-m', '5', '--cacert', this.caFile, '-H', `Authorization: Bearer ${this.token}`, '-X', method, '-w', '\n%{http_code}'];
+  /** A call as the admin (or with another bearer token), with curl inside the server's namespace. */
+  async request(method: string, path: string, body?: unknown, contentType = 'application/json', token = this.token): Promise<KubeResponse> {
+    const args = ['netns', 'exec', this.netns, 'curl', '-sS', '-m', '5', '--cacert', this.caFile, '-H', `Authorization: Bearer ${token}`, '-X', method, '-w', '\n%{http_code}'];
     if (body !== undefined) args.push('-H', `Content-Type: ${contentType}`, '--data-binary', JSON.stringify(body));
     args.push(`${this.url}${path}`);
     const out = await new Promise<string>((resolve, reject) => {
