@@ -153,6 +153,7 @@ export class Agent {
       podSubnets: { ipv4: own.subnet ? formatCidr(own.subnet) : undefined, ipv6: own.ipv6Subnet ? formatCidr(own.ipv6Subnet) : undefined },
       ipMasq: o.ipMasq,
       randomFully: o.ipMasqRandomFully,
+      forwardRules: o.forwardRules,
     };
     this.rules = openClusterRules(firewall, null);
     await this.ensureRules(spec, 'start');

@@ -41,6 +41,8 @@ export interface AgentOptions {
   dataDir: string;
   ipMasq: boolean;
   ipMasqRandomFully: boolean;
+  /** flanneld --iptables-forward-rules: accept the cluster network in FORWARD (default true). */
+  forwardRules: boolean;
   /** 0: no /healthz, /readyz server (flannel's default). */
   healthzIp: string;
   healthzPort: number;

@@ -165,6 +165,7 @@ export function resolveAgentOptions(raw: RawOptions): AgentOptions {
     dataDir: raw.dataDir,
     ipMasq: raw.ipMasq ?? false,
     ipMasqRandomFully: !(raw.ipMasqFullyRandomDisable ?? false),
+    forwardRules: raw.iptablesForwardRules ?? true,
     healthzIp: raw.healthzIp,
     healthzPort: raw.healthzPort,
     metricsPort: raw.metricsPort ?? null,
@@ -250,7 +251,6 @@ export function registerAgentCommand(program: Command): void {
       const { Agent } = await import('../agent/agent.js');
       const log = createLogger(opts.logLevel, opts.nodeName);
       if (notRestarted) log.warn(notRestarted);
-      if (raw.iptablesForwardRules === false) log.warn('--iptables-forward-rules=false is not supported: the forward accept rules are always installed (pod traffic needs them under a FORWARD policy of DROP)');
       if (raw.ipBlackholeRoute) log.warn('--ip-blackhole-route is not supported yet: ignored');
       const agent = new Agent(opts, log);
       const stop = (signal: string) => {

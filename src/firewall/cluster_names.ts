@@ -49,6 +49,7 @@ export interface ClusterPlan {
   families: FamilySpec[];
   ipMasq: boolean;
   randomFully: boolean;
+  forwardRules: boolean;
 }
 
 export const familyName = (f: IpFamily): string => (f === 4 ? 'IPv4' : 'IPv6');
@@ -95,6 +96,7 @@ export function clusterPlan(spec: ClusterRulesSpec): ClusterPlan {
     throw new FirewallError('cluster rules: the spec needs clusterCidrs ({ipv4?, ipv6?})');
   }
   if (typeof spec.ipMasq !== 'boolean') throw new FirewallError('cluster rules: ipMasq must be true or false');
+  if (spec.forwardRules !== undefined && typeof spec.forwardRules !== 'boolean') throw new FirewallError('cluster rules: forwardRules must be true or false');
   const pods = spec.podSubnets ?? {};
   const families: FamilySpec[] = [];
   for (const [family, key] of [[4, 'ipv4'], [6, 'ipv6']] as const) {
@@ -113,5 +115,5 @@ export function clusterPlan(spec: ClusterRulesSpec): ClusterPlan {
     families.push({ family, cluster, pod });
   }
   if (families.length === 0) throw new FirewallError('cluster rules: clusterCidrs has neither ipv4 nor ipv6');
-  return { families, ipMasq: spec.ipMasq, randomFully: spec.randomFully !== false };
+  return { families, ipMasq: spec.ipMasq, randomFully: spec.randomFully !== false, forwardRules: spec.forwardRules !== false };
 }

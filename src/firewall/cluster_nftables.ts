@@ -179,7 +179,7 @@ export function planNftCluster(l: NftListing | null, want: NftClusterWant): { li
     for (const c of want.chains) problems.push(...chainProblems(l, t, c));
     for (const c of l.chains as NftChain[]) {
       if (want.chains.some((w) => w.name === c.name)) continue;
-      const why = c.name === FLANNEL_NFT_POSTRTG && want.unwanted ? ` (${want.unwanted})` : '';
+      const why = (c.name === FLANNEL_NFT_POSTRTG || c.name === FLANNEL_NFT_FORWARD) && want.unwanted ? ` (${want.unwanted})` : '';
       problems.push({ kind: 'stale', object: `chain ${t} ${c.name}`, text: `chain ${c.name} is not wanted here${why}` });
     }
   }

@@ -128,7 +128,12 @@ class ClusterRulesImpl implements ClusterRules {
         const notHere = main === null ? 'the nftables backend is in use' : `the rules live in iptables-${main}`;
         const unwanted = {
           masq: fam === undefined ? `${familyName(family)} is not configured` : !plan.ipMasq ? 'ipMasq is off' : notHere,
-          fwd: fam === undefined ? `${familyName(family)} is not configured` : `${notHere}, and this FORWARD drops nothing of the cluster's`,
+          fwd:
+            fam === undefined
+              ? `${familyName(family)} is not configured`
+              : !plan.forwardRules
+                ? 'forward rules are off (--iptables-forward-rules=false)'
+                : `${notHere}, and this FORWARD drops nothing of the cluster's`,
         };
         const wantOf = (saved: SavedRuleset): IptablesClusterWant => {
           const drop = fam ? forwardDrop(saved.get('filter'), fam.cluster) : null;
@@ -136,7 +141,7 @@ class ClusterRulesImpl implements ClusterRules {
             variant,
             family,
             masq,
-            fwd: fam !== undefined && (isMain || drop !== null) ? forwardRules(fam) : null,
+            fwd: fam !== undefined && plan.forwardRules && (isMain || drop !== null) ? forwardRules(fam) : null,
             drop: isMain ? null : drop,
             cluster: fam?.cluster ?? null,
             unwanted,
@@ -169,10 +174,13 @@ class ClusterRulesImpl implements ClusterRules {
         const randomFully = plan.randomFully && (plan.ipMasq ? await this.nftRandomFully() : false);
         for (const family of FAMILIES) {
           const fam = plan.families.find((f) => f.family === family);
+          const chains = fam ? [...(plan.forwardRules ? [nftForwardChain(fam)] : []), ...(plan.ipMasq ? [nftPostrtgChain(fam, randomFully)] : [])] : [];
+          const off = [...(plan.ipMasq ? [] : ['ipMasq is off']), ...(plan.forwardRules ? [] : ['forward rules are off (--iptables-forward-rules=false)'])];
           const want: NftClusterWant = {
             family,
-            chains: fam ? [nftForwardChain(fam), ...(plan.ipMasq ? [nftPostrtgChain(fam, randomFully)] : [])] : null,
-            unwanted: fam ? 'ipMasq is off' : `${familyName(family)} is not configured`,
+            // Nothing wanted in this family: no table at all.
+            chains: chains.length > 0 ? chains : null,
+            unwanted: fam ? off.join(', and ') : `${familyName(family)} is not configured`,
           };
           const p = planNftCluster(await this.nft.nft.listTable(nftFamilyOf(family), FLANNEL_NFT_TABLE[family]), want);
           lines.push(...p.lines);

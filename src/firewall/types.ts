@@ -141,6 +141,12 @@ export interface ClusterRulesSpec {
    * `--ip-masq-fully-random-disable`.
    */
   randomFully?: boolean;
+  /**
+   * flanneld `--iptables-forward-rules`: accept the cluster network's traffic in FORWARD
+   * (FLANNEL-FWD, or the nftables forward chain). Default true; with false, twill's own
+   * forward rules are removed and the host's firewall must let pod traffic through.
+   */
+  forwardRules?: boolean;
 }
 
 /** Which firewall held a problem. */

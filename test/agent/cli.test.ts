@@ -36,6 +36,15 @@ describe('twill agent: the command line', () => {
     assert.equal(o.rulesResyncMs, 7000);
     assert.equal(o.renewMarginMs, 30 * 60_000);
     assert.equal(o.healthzIp, '127.0.0.1', 'health on loopback unless asked');
+    assert.equal(o.forwardRules, true, 'forward accept rules unless asked');
+  });
+
+  it('-iptables-forward-rules=false (and FLANNELD_IPTABLES_FORWARD_RULES=false) turns the forward rules off', async () => {
+    for (const [args, env] of [[['-iptables-forward-rules=false'], {}], [[], { FLANNELD_IPTABLES_FORWARD_RULES: 'false' }]] as const) {
+      const r = await agentCli(['--store', 'local:/tmp/x.db', '--net-conf', '/tmp/n.json', ...args, '--print-options'], env);
+      assert.equal(r.code, 0, r.stderr);
+      assert.equal((JSON.parse(r.stdout) as { forwardRules: boolean }).forwardRules, false, JSON.stringify(args));
+    }
   });
 
   it('a flag given on the command line wins over its FLANNELD_* variable; --ip-masq=false works', async () => {

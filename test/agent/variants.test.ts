@@ -125,3 +125,17 @@ describe('agent: two nodes racing for the last free subnet', () => {
     assert.match(loser.stderr, /out of subnets/i);
   });
 });
+
+describe('agent: --iptables-forward-rules=false', () => {
+  const c = new TestCluster({ nodes: 1 });
+  before(() => c.build());
+  after(() => c.cleanup());
+
+  it('masquerades, and leaves FORWARD to the host (no FLANNEL-FWD)', async () => {
+    const [a] = c.nodes as [ClusterNode];
+    await c.start(a, [...storeArgs(c, { Network: '10.248.0.0/16', Backend: { Type: 'vxlan' } }), '-iptables-forward-rules=false']).ready();
+    const ipt = (args: string[]) => run('ip', ['netns', 'exec', a.host.name, 'iptables-nft', '-w', ...args]);
+    assert.match(await ipt(['-t', 'nat', '-S']), /-N FLANNEL-POSTRTG/);
+    assert.doesNotMatch(await ipt(['-t', 'filter', '-S']), /FLANNEL-FWD/);
+  });
+});

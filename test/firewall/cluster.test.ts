@@ -141,6 +141,20 @@ describe('cluster rules, iptables backend', () => {
     assert.deepEqual(kinds(await cr.ensure(SPEC)), ['changed iptables-nft 4 nat FLANNEL-POSTRTG', 'changed iptables-nft 6 nat FLANNEL-POSTRTG']);
   });
 
+  it('forwardRules false (flanneld --iptables-forward-rules=false): FLANNEL-FWD and its jump go; back on, they return', async () => {
+    await repaired(cr);
+    const off = await cr.ensure({ ...SPEC, forwardRules: false });
+    assert.deepEqual(kinds(off), ['stale iptables-nft 4 filter FLANNEL-FWD', 'stale iptables-nft 6 filter FLANNEL-FWD']);
+    assert.match(off[0]!.problem, /forward rules are off \(--iptables-forward-rules=false\)/);
+    for (const family of [4, 6] as const) {
+      assert.deepEqual(await tableLines(h, family, 'nft', 'filter'), filterBuiltin('ACCEPT'));
+      assert.deepEqual(await tableLines(h, family, 'nft', 'nat'), natOf(family), 'the masquerade stays');
+    }
+    assert.deepEqual(await cr.ensure({ ...SPEC, forwardRules: false }), []);
+    assert.ok((await repaired(cr)).length > 0);
+    assert.deepEqual(await tableLines(h, 4, 'nft', 'filter'), filterOf(4));
+  });
+
   it('bad input is an error naming the field, and changes nothing', async () => {
     const before = await allIptables(h);
     const bad: [ClusterRulesSpec, RegExp][] = [
@@ -321,6 +335,21 @@ describe('cluster rules, nftables backend', () => {
     assert.deepEqual(kinds(await cr.ensure({ ...SPEC, randomFully: false })), ['missing nftables 4 chain ip flannel-ipv4 postrtg', 'missing nftables 6 table ip6 flannel-ipv6']);
     assert.deepEqual(await table4(), nftTable(4, C4, P4, false));
     assert.deepEqual(kinds(await cr.ensure(SPEC)), ['changed nftables 4 chain ip flannel-ipv4 postrtg', 'changed nftables 6 chain ip6 flannel-ipv6 postrtg']);
+    await repaired(cr);
+    assert.deepEqual(await table4(), nftTable(4, C4, P4));
+  });
+
+  it('forwardRules false: no forward chain (the masquerade stays); with ipMasq off too, no table at all', async () => {
+    await repaired(cr);
+    const off = await cr.ensure({ ...SPEC, forwardRules: false });
+    assert.deepEqual(kinds(off), ['stale nftables 4 chain ip flannel-ipv4 forward', 'stale nftables 6 chain ip6 flannel-ipv6 forward']);
+    assert.match(off[0]!.problem, /forward rules are off/);
+    assert.ok(!(await table4()).some((l) => /chain forward/.test(l)), (await table4()).join('\n'));
+    assert.ok((await table4()).some((l) => /chain postrtg/.test(l)));
+    assert.deepEqual(await cr.ensure({ ...SPEC, forwardRules: false }), []);
+    const none = await cr.ensure({ ...NO_MASQ, forwardRules: false });
+    assert.deepEqual(kinds(none), ['stale nftables 4 table ip flannel-ipv4', 'stale nftables 6 table ip6 flannel-ipv6']);
+    assert.deepEqual(await table4(), []);
     await repaired(cr);
     assert.deepEqual(await table4(), nftTable(4, C4, P4));
   });
