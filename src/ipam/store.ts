@@ -69,13 +69,15 @@ export class DiskStore {
   /** Every allocation file (an IP-named file); others (lock, last_reserved_ip.*) are skipped. */
   list(): Allocation[] {
     const out: Allocation[] = [];
-    for (const name of readdirSync(this.dir)) {
+    // The entry's type from readdir: no stat per allocation (a symlink is followed, as before).
+    for (const entry of readdirSync(this.dir, { withFileTypes: true })) {
+      const name = entry.name;
       const ip = parseAddr(name);
       if (!ip) continue;
       let text: string;
       try {
         const path = join(this.dir, name);
-        if (!statSync(path).isFile()) continue;
+        if (!(entry.isFile() || (entry.isSymbolicLink() && statSync(path).isFile()))) continue;
         text = readFileSync(path, 'utf8');
       } catch {
         continue; // released meanwhile
