@@ -1,5 +1,6 @@
 // Addresses as numbers, for range arithmetic (IPv6 needs BigInt).
 import ipaddr from 'ipaddr.js';
+import { dottedQuad } from '../kernel/ip.js';
 
 export type Family = 4 | 6;
 
@@ -12,6 +13,9 @@ const bits = (f: Family): bigint => (f === 4 ? 32n : 128n);
 
 /** A plain address ("10.1.2.3", "fd00::1"), or null. IPv4-mapped IPv6 counts as IPv4, as Go's To4 does. */
 export function parseAddr(text: string): IpNum | null {
+  // host-local parses every allocation file's name on each ADD: plain IPv4 the short way.
+  const quad = typeof text === 'string' ? dottedQuad(text) : null;
+  if (quad) return { family: 4, value: BigInt(((quad[0] << 24) | (quad[1] << 16) | (quad[2] << 8) | quad[3]) >>> 0) };
   if (typeof text !== 'string' || !ipaddr.isValid(text) || text.includes('/')) return null;
   if (!text.includes(':') && !ipaddr.IPv4.isValidFourPartDecimal(text)) return null;
   let addr = ipaddr.parse(text);
@@ -23,7 +27,11 @@ export function parseAddr(text: string): IpNum | null {
 }
 
 export function formatAddr(ip: IpNum): string {
-  const n = ip.family === 4 ? 4 : 16;
+  if (ip.family === 4) {
+    const v = Number(ip.value);
+    return `${v >>> 24}.${(v >>> 16) & 0xff}.${(v >>> 8) & 0xff}.${v & 0xff}`;
+  }
+  const n = 16;
   const bytes: number[] = new Array<number>(n);
   let v = ip.value;
   for (let i = n - 1; i >= 0; i--) {

@@ -16,11 +16,20 @@ export interface ParsedCidr extends ParsedIp {
 
 const DOTTED_QUAD = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)$/;
 
-export function parseIp(value: string, ctx: ErrorContext): ParsedIp {
-  // The common case, on every route and neighbour of a sync: one regular expression
-  // instead of ipaddr.js's four passes. Anything else (IPv6, odd forms) goes the long way.
+/**
+ * The four bytes of a plain dotted quad ("10.244.1.2": decimal, no leading zeros), else
+ * null: the common case, in one regular expression instead of ipaddr.js's four passes.
+ * Callers take anything else (IPv6, odd forms) the long way.
+ */
+export function dottedQuad(value: string): [number, number, number, number] | null {
   const quad = DOTTED_QUAD.exec(value);
-  if (quad) return { family: 4, bytes: Buffer.from([+quad[1]!, +quad[2]!, +quad[3]!, +quad[4]!]), text: value };
+  return quad ? [+quad[1]!, +quad[2]!, +quad[3]!, +quad[4]!] : null;
+}
+
+export function parseIp(value: string, ctx: ErrorContext): ParsedIp {
+  // On every route and neighbour of a sync.
+  const quad = dottedQuad(value);
+  if (quad) return { family: 4, bytes: Buffer.from(quad), text: value };
   if (!ipaddr.isValid(value) || (value.includes('.') && !ipaddr.IPv4.isValidFourPartDecimal(value) && !value.includes(':'))) {
     throw invalidArgument(ctx, `"${value}" is not an IP address`);
   }
