@@ -18,7 +18,6 @@
 // Shared chains are created with `-N`, which fails when another ADD created them first:
 // the change is then planned again from a fresh read (a `:CHAIN` line would flush them).
 import type { Netns } from '../kernel/index.js';
-import { mark } from '../cni/trace.js';
 import { fullLen, parseContainerAddr, type ContainerAddr } from './addr.js';
 import { execIn } from './exec.js';
 import { Iptables, parseSave, planChange, quoteArg, renderRule, ruleTarget, sameRule, type Rule, type RuleAt, type SavedRuleset, type SavedTable } from './iptables.js';
@@ -205,17 +204,12 @@ export class IptablesPortmap {
   async setup(pm: ContainerPortmap): Promise<void> {
     const a = parseContainerAddr(pm.address, pm.containerId);
     const ipt = await this.tool(a.family);
-    mark('f:tool');
     const d = desired(pm, a);
-    mark('f:desired');
     for (let attempt = 1; ; attempt++) {
       const saved = await ipt.save();
-      mark('f:saved');
       const lines = await this.plan(ipt, saved, d);
-      mark('f:planned');
       try {
         await ipt.restore(lines, `set up ${describe(pm)} (${ipt.name})`);
-        mark('f:restored');
         return;
       } catch (e) {
         // Another ADD may have created a shared chain, or removed a rule, between our read and our write.

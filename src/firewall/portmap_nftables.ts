@@ -22,7 +22,6 @@
 // nft text by definition, and the text syntax also sets the table's comment, which
 // nft 1.0.6 ignores in JSON. The script goes as an argument (a file when long), never
 // stdin. Reading is JSON (`nft -j list table`).
-import { mark } from '../cni/trace.js';
 import { readNftTable, type Netns, type NftChainSummary, type NftTableSummary } from '../kernel/index.js';
 import { parseContainerAddr, type ContainerAddr } from './addr.js';
 import { goQuote } from './names.js';
@@ -196,7 +195,6 @@ export class NftablesPortmap {
       // The common case, a container seen for the first time, is decided from a netlink
       // read (no rule of its own: nothing to compare); only a repeated ADD runs `nft -j list`.
       const summary = await readNftTable(this.netns, nftFamily(a.family), NFT_PM_TABLE);
-      mark('f:read');
       const fresh = !summary?.rules.some((r) => OWNED_RULE_CHAINS.includes(r.chain) && r.comment === pm.containerId);
       if (fresh && pm.conditions.length === 0 && sharedIntact(summary, pm.snat)) {
         const lines = [
@@ -204,7 +202,6 @@ export class NftablesPortmap {
           ...mine.masquerading.map((r) => `add rule ${t} ${NFT_PM_MASQUERADING} ${r.text}${comment}`),
         ];
         await this.run(lines, `set up ${describe(pm)} (nftables)`);
-        mark('f:ran');
         return;
       }
       const current = fresh ? null : await this.list(a.family);

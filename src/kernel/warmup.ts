@@ -1,7 +1,8 @@
-// The codecs of the messages a CNI ADD sends and reads (link, address, route),
-// run on made-up messages while the SEA's startup snapshot is taken: what V8
-// compiles for them then ships in the snapshot, instead of being compiled at
-// every plugin start. No socket, no namespace: nothing is sent.
+// The codecs of the messages a short-lived process sends and reads (links,
+// addresses, routes, an nftables table), run on made-up messages while the
+// SEA's startup snapshot is taken: what V8 compiles for them then ships in the
+// snapshot instead of being compiled at every start. No socket, no namespace:
+// nothing is sent.
 import { ifinfomsg, parseLink } from './link_linux.js';
 import { parseAddr } from './addr_linux.js';
 import { parseRoute } from './route_linux.js';
@@ -25,7 +26,7 @@ const be32 = (v: number): Buffer => {
   return b;
 };
 
-/** A chain and a rule of portmap's nftables table, as the kernel dumps them. */
+/** A hooked chain and a rule with a comment and a jump, as the kernel dumps them. */
 function nftMessages(): { chains: Message[]; rules: Message[] } {
   const nfgen = Buffer.from([2, 0, 0, 0]);
   const chain = new AttrWriter()
