@@ -132,7 +132,7 @@ export async function buildProgram() {
 export async function preload(): Promise<void> {
   const { PLUGIN_TYPES, loadPlugin } = await import('../plugins/registry.js');
   const [, , , ...plugins] = await Promise.all([import('./plugin.js'), import('./cni-install.js'), import('commander'), ...PLUGIN_TYPES.map((t) => loadPlugin(t))]);
-  const { warmUp } = await import('../cni/warmup.js');
+  const { warmUp } = await import('./warmup.js');
   await warmUp(plugins);
 }
 

@@ -112,6 +112,7 @@ async function readStdin(): Promise<Buffer> {
       n = readSync(0, buf, 0, buf.length, null);
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code;
+      if (code === 'EINTR') continue;
       if (code === 'EAGAIN') {
         for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
         break;

@@ -68,13 +68,19 @@ function execBlocking(cmd: string, args: readonly string[], opts: ExecOptions): 
       maxBuffer: 256 << 20,
       ...(opts.input === undefined ? {} : { input: opts.input }),
     });
-  const r = opts.netns ? opts.netns.run(go) : go();
-  if (r.error && (r.error as NodeJS.ErrnoException).code !== 'ETIMEDOUT') {
-    const e = r.error as NodeJS.ErrnoException;
-    const why = e.code === 'ENOENT' ? `${cmd} is not installed (not found in PATH)` : e.message;
-    throw new FirewallError(`cannot run ${commandText(cmd, args)} in ${whereText(where)}: ${why}`, commandText(cmd, args), where);
+  const cannot = (why: string) => new FirewallError(`cannot run ${commandText(cmd, args)} in ${whereText(where)}: ${why}`, commandText(cmd, args), where);
+  let r: ReturnType<typeof go>;
+  try {
+    r = opts.netns ? opts.netns.run(go) : go();
+  } catch (e) {
+    throw cannot((e as Error).message);
   }
-  return { stdout: r.stdout.toString('utf8'), stderr: r.stderr.toString('utf8'), code: r.status, signal: r.signal, timedOut: r.error !== undefined };
+  const code = (r.error as NodeJS.ErrnoException | undefined)?.code;
+  // EPIPE: it exited without reading all its input (a bad line, say); its status and stderr say why, as on the async path.
+  if (r.error && code !== 'ETIMEDOUT' && !(code === 'EPIPE' && r.status !== null)) {
+    throw cannot(code === 'ENOENT' ? `${cmd} is not installed (not found in PATH)` : r.error.message);
+  }
+  return { stdout: r.stdout.toString('utf8'), stderr: r.stderr.toString('utf8'), code: r.status, signal: r.signal, timedOut: code === 'ETIMEDOUT' };
 }
 
 /**

@@ -206,8 +206,7 @@ export class IptablesPortmap {
     const ipt = await this.tool(a.family);
     const d = desired(pm, a);
     for (let attempt = 1; ; attempt++) {
-      const saved = await ipt.save();
-      const lines = await this.plan(ipt, saved, d);
+      const lines = await this.plan(ipt, await ipt.save(), d);
       try {
         await ipt.restore(lines, `set up ${describe(pm)} (${ipt.name})`);
         return;

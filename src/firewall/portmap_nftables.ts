@@ -15,13 +15,19 @@
 //                          ip saddr 127.0.0.1 ip daddr 10.244.1.5 masquerade comment "<containerID>" }
 //   }
 //
-// A container's rules are the ones whose comment is its ID. The shared chains are
-// rewritten by every ADD (the last ADD's conditions win, as in the reference).
+// A container's rules are the ones whose comment is its ID. The reference rewrites the
+// shared chains at every ADD (the last ADD's conditions win); twill does too, except for
+// a container seen for the first time when the shared chains are as an ADD without
+// conditions writes them (judged from the kernel's own view over netlink: hooks, jumps
+// and the expressions' names): that ADD adds only its own rules. Rewriting a chain makes
+// the kernel's commit 10-20 ms slower, on every pod with a hostPort.
 //
 // Written in nft's own syntax, as knftables writes it, not JSON: `conditionsV4/V6` are
 // nft text by definition, and the text syntax also sets the table's comment, which
 // nft 1.0.6 ignores in JSON. The script goes as an argument (a file when long), never
-// stdin. Reading is JSON (`nft -j list table`).
+// stdin. Reading: over netlink (kernel/nftables_linux.ts) for handles, comments and the
+// shape of the shared chains; `nft -j list table` where expressions are compared (a
+// repeated ADD, CHECK).
 import { readNftTable, type Netns, type NftChainSummary, type NftTableSummary } from '../kernel/index.js';
 import { parseContainerAddr, type ContainerAddr } from './addr.js';
 import { goQuote } from './names.js';
@@ -183,7 +189,6 @@ export class NftablesPortmap {
   private run(lines: string[], what: string): Promise<void> {
     return runNftScript(this.netns, lines, what);
   }
-
 
   async setup(pm: ContainerPortmap): Promise<void> {
     const a = parseContainerAddr(pm.address, pm.containerId);

@@ -1,7 +1,8 @@
 // What the kernel's nf_tables holds in one table, as far as twill reads it
-// without running nft: which chains exist, and each rule's chain, handle,
-// comment and jump targets. Enough to find and remove the rules a container
-// owns (by comment), and to see whether shared chains are there.
+// without running nft: each chain with its hook and priority, and each rule's
+// chain, handle, comment, jump targets and expressions' names. Enough to find
+// and remove the rules someone owns (by comment), and to see whether chains
+// have the shape expected of them, without a process start.
 
 /** nft's family names, as in `nft list table <family> <name>`. */
 export type NftFamily = 'ip' | 'ip6' | 'inet' | 'arp' | 'bridge' | 'netdev';

@@ -14,6 +14,10 @@ const NFNL_SUBSYS_NFTABLES = 10;
 const NFT_MSG_GETTABLE = 1;
 const NFT_MSG_GETCHAIN = 4;
 const NFT_MSG_GETRULE = 7;
+const NFT_MSG_GETGEN = 16;
+const NFTA_GEN_ID = 1;
+// The dump was interrupted by a change: its parts are not one consistent view (linux/netlink.h).
+const NLM_F_DUMP_INTR = 0x10;
 const msgType = (msg: number): number => (NFNL_SUBSYS_NFTABLES << 8) | msg;
 
 const NFPROTO: Record<NftFamily, number> = { inet: 1, ip: 2, arp: 3, netdev: 5, bridge: 7, ip6: 10 };
@@ -157,24 +161,38 @@ export function summarizeNftTable(name: string, family: NftFamily, chains: Messa
   };
 }
 
+const READ_ATTEMPTS = 3;
+const generation = (msgs: Message[]): number | null => {
+  const g = msgs[0] ? new Attrs(msgs[0].data.subarray(4)).buffer(NFTA_GEN_ID) : undefined;
+  return g && g.length >= 4 ? g.readUInt32BE(0) : null;
+};
+
 /**
  * The chains and rules of table `<family> <name>` in a namespace (null: the
- * current one), or null when there is no such table.
+ * current one), or null when there is no such table. One consistent view: the
+ * ruleset's generation is the same before and after the dumps and no dump was
+ * interrupted (a node's parallel ADDs change the table), else it is read again.
  */
 export async function readNftTable(netns: Netns | null, family: NftFamily, name: string): Promise<NftTableSummary | null> {
   const open = () => new RouteSocket(netns?.name ?? null, { protocol: NETLINK_NETFILTER });
   const sock = netns ? netns.run(open) : open();
   const ctx = (what: string) => ({ op: `read nftables ${what}`, subject: `table ${family} ${name}`, netns: netns?.name ?? null });
+  const getGen = () => sock.request(msgType(NFT_MSG_GETGEN), 0, request(family, Buffer.alloc(0)), ctx('generation'));
   try {
-    try {
-      await sock.request(msgType(NFT_MSG_GETTABLE), 0, request(family, new AttrWriter().string(NFTA_TABLE_NAME, name).toBuffer()), ctx('table'));
-    } catch (e) {
-      if (isNotFound(e)) return null;
-      throw e;
+    for (let attempt = 1; ; attempt++) {
+      const before = generation(await getGen());
+      try {
+        await sock.request(msgType(NFT_MSG_GETTABLE), 0, request(family, new AttrWriter().string(NFTA_TABLE_NAME, name).toBuffer()), ctx('table'));
+      } catch (e) {
+        if (isNotFound(e)) return null;
+        throw e;
+      }
+      const chains = await sock.request(msgType(NFT_MSG_GETCHAIN), NLM_F_DUMP, request(family, new AttrWriter().string(NFTA_CHAIN_TABLE, name).toBuffer()), ctx('chains'));
+      const rules = await sock.request(msgType(NFT_MSG_GETRULE), NLM_F_DUMP, request(family, new AttrWriter().string(NFTA_RULE_TABLE, name).toBuffer()), ctx('rules'));
+      const interrupted = [...chains, ...rules].some((m) => (m.flags & NLM_F_DUMP_INTR) !== 0);
+      if (!interrupted && before === generation(await getGen())) return summarizeNftTable(name, family, chains, rules);
+      if (attempt >= READ_ATTEMPTS) throw new Error(`read nftables table ${family} ${name}: the ruleset kept changing during ${READ_ATTEMPTS} reads`);
     }
-    const chains = await sock.request(msgType(NFT_MSG_GETCHAIN), NLM_F_DUMP, request(family, new AttrWriter().string(NFTA_CHAIN_TABLE, name).toBuffer()), ctx('chains'));
-    const rules = await sock.request(msgType(NFT_MSG_GETRULE), NLM_F_DUMP, request(family, new AttrWriter().string(NFTA_RULE_TABLE, name).toBuffer()), ctx('rules'));
-    return summarizeNftTable(name, family, chains, rules);
   } finally {
     sock.close();
   }

@@ -82,3 +82,22 @@ describe('portmap on nftables: a new container adds only its own rules', () => {
     assert.deepEqual(await own('ctr-a'), ['hostports', 'masquerading', 'masquerading']);
   });
 });
+
+describe('portmap on nftables: the fast path never skips a missing chain', () => {
+  const hosts = new TestHosts();
+  let h: TestHost;
+  before(async () => {
+    h = await hosts.host('pmnft2', {});
+  });
+  after(() => hosts.cleanup());
+
+  it('a first container without snat, then one with it: the masquerading chain is created', async () => {
+    const fw = openPortmapper('nftables', h.netns);
+    await fw.setupPortmap({ ...pm('ctr-nosnat', '10.244.1.2/24', 8080), snat: false });
+    assert.doesNotMatch(await h.exec('nft', ['list', 'table', 'ip', 'cni_hostport']), /chain masquerading/);
+    await fw.setupPortmap(pm('ctr-snat', '10.244.1.3/24', 8081));
+    const table = await h.exec('nft', ['list', 'table', 'ip', 'cni_hostport']);
+    assert.match(table, /chain masquerading \{\s*type nat hook postrouting priority srcnat; policy accept;/);
+    assert.match(table, /ip saddr 10\.244\.1\.3 ip daddr 10\.244\.1\.3 masquerade comment "ctr-snat"/);
+  });
+});

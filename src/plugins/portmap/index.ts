@@ -14,6 +14,7 @@ import type { ContainerPortmap, FirewallBackendName, IpFamily, Portmapper } from
 import { parseAddr } from '../../ipam/addr.js';
 import { mark, timed } from '../../cni/trace.js';
 import { checkBackendOptions, loadPortmapConfig, rawMappings, type PortmapConfig } from './config.js';
+import { routeInterface } from './route.js';
 
 /** The firewall layer is loaded only when there are ports to map (most pods have none). */
 const firewallLayer = () => import('../../firewall/index.js');
@@ -75,37 +76,13 @@ function containerPortmap(ctx: PluginContext, cfg: PortmapConfig, address: strin
 
 /**
  * getRoutableHostIF: the interface the node routes the container's IPv4 address
- * through (the bridge, for the bridge plugin): the longest matching prefix of the
- * main table, lowest metric first, as the kernel's lookup answers for a pod address.
- * Read from /proc/net/route (the main table, with interface names) rather than
- * netlink: portmap then never loads the netlink addon, a few ms of every ADD.
+ * through (the bridge, for the bridge plugin), from /proc/net/route (see route.ts).
  */
 function routableHostIf(address: string): string | null {
   const ip = parseAddr(address.split('/')[0]!);
   if (!ip || ip.family !== 4) return null;
-  const target = Number(ip.value);
-  // The table prints each __be32 as the host reads it: byte-swapped on little-endian hosts.
-  const word = (hex: string): number => {
-    const v = parseInt(hex, 16);
-    return endianness() === 'LE' ? (((v & 0xff) << 24) | ((v >>> 8) & 0xff) << 16 | ((v >>> 16) & 0xff) << 8 | (v >>> 24)) >>> 0 : v >>> 0;
-  };
-  let best: { prefix: number; metric: number; iface: string } | null = null;
-  for (const line of (readProcNet(null, 'route') ?? '').split('\n').slice(1)) {
-    const f = line.trim().split(/\s+/);
-    if (f.length < 8 || (parseInt(f[3]!, 16) & RTF_UP) === 0) continue;
-    const dst = word(f[1]!);
-    const maskBits = word(f[7]!);
-    if (((target & maskBits) >>> 0) !== dst) continue;
-    const prefix = 32 - countTrailingZeros(maskBits);
-    const metric = Number(f[6]);
-    if (!best || prefix > best.prefix || (prefix === best.prefix && metric < best.metric)) best = { prefix, metric, iface: f[0]! };
-  }
-  return best?.iface ?? null;
+  return routeInterface(readProcNet(null, 'route') ?? '', Number(ip.value), endianness() === 'LE');
 }
-
-const RTF_UP = 0x1;
-/** A netmask's zero bits, counted from the right (32 for 0.0.0.0). */
-const countTrailingZeros = (mask: number): number => (mask === 0 ? 32 : 31 - Math.clz32(mask & -mask));
 
 /** route_localnet: 127.0.0.1 may cross a routing boundary, so localhost:hostPort reaches the container. */
 async function enableLocalnetRouting(ifname: string): Promise<void> {

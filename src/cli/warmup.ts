@@ -2,11 +2,11 @@
 // (env, config, results, IP math) runs once, so what V8 compiled for it can go
 // into the snapshot instead of being compiled at every plugin start. No kernel,
 // no files, no environment: nothing of this run may leak into a real one.
-import { invoke } from './runner.js';
-import { formatResult, parseResult } from './result.js';
-import { readCmdArgs } from './env.js';
-import { SUPPORTED_VERSIONS } from './version.js';
-import type { Plugin } from './plugin.js';
+import { invoke } from '../cni/runner.js';
+import { formatResult, parseResult } from '../cni/result.js';
+import { readCmdArgs } from '../cni/env.js';
+import { SUPPORTED_VERSIONS } from '../cni/version.js';
+import type { Plugin } from '../cni/plugin.js';
 
 const sampleResult = {
   cniVersion: '1.0.0',
