@@ -45,6 +45,32 @@ export function call(host: Netns, exe: string, env: Record<string, string>, stdi
 
 const BIN_TWILL = fileURLToPath(new URL('../../bin/twill', import.meta.url));
 
+/**
+ * Start-up alone: Node itself and each implementation's `plugin` answering VERSION,
+ * alternating, `rounds` times; all with the same minimal environment (a variable such
+ * as NODE_EXTRA_CA_CERTS would slow every Node start).
+ */
+export function startUpAlone(impls: { name: string; dir: string }[], nativeDir: string, rounds: number, plugin = 'bridge'): Record<string, number[]> {
+  const env = { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin', TWILL_NATIVE_DIR: nativeDir };
+  const starts: Record<string, number[]> = { 'node -e 0': [] };
+  for (let i = 0; i < rounds; i++) {
+    let t = performance.now();
+    execFileSync(process.execPath, ['-e', '0'], { env });
+    starts['node -e 0']!.push(performance.now() - t);
+    for (const impl of impls) {
+      t = performance.now();
+      execFileSync(join(impl.dir, plugin), [], { env: { ...env, CNI_COMMAND: 'VERSION' }, input: '' });
+      (starts[`${impl.name} ${plugin} VERSION`] ??= []).push(performance.now() - t);
+    }
+  }
+  return starts;
+}
+
+export const startUpRows = (starts: Record<string, number[]>): (string | number)[][] => [
+  ['start-up alone (process round trip)', 'p50 ms'],
+  ...Object.entries(starts).map(([k, v]) => [k, round(percentile(v, 50), 1)]),
+];
+
 /** twill's plugins as a node gets them: `twill cni install` (the SEA binary). */
 export function installTwill(dir: string): string {
   mkdirSync(dir);
@@ -105,18 +131,7 @@ export async function cniBench(opts: CniBenchOptions): Promise<Record<string, un
     process.stderr.write('  DEL...\n');
     await run('DEL');
 
-    // Start-up alone: Node itself, and each plugin answering VERSION.
-    const starts: Record<string, number[]> = { 'node -e 0': [], 'twill VERSION': [], 'reference VERSION': [] };
-    for (let i = 0; i < Math.max(10, Math.floor(opts.iterations / 2)); i++) {
-      let t = performance.now();
-      execFileSync(process.execPath, ['-e', '0']);
-      starts['node -e 0']!.push(performance.now() - t);
-      for (const impl of impls) {
-        t = performance.now();
-        execFileSync(join(impl.dir, 'bridge'), [], { env: { CNI_COMMAND: 'VERSION', TWILL_NATIVE_DIR: join(tmp, 'native') }, input: '' });
-        starts[`${impl.name} VERSION`]!.push(performance.now() - t);
-      }
-    }
+    const starts = startUpAlone(impls, join(tmp, 'native'), Math.max(10, Math.floor(opts.iterations / 2)));
 
     const p = (xs: number[], q: number) => round(percentile(xs, q), 1);
     const ms = (calls: Call[]) => calls.map((c) => c.ms);
@@ -127,7 +142,7 @@ export async function cniBench(opts: CniBenchOptions): Promise<Record<string, un
     }
     console.log(table(rows));
     console.log();
-    console.log(table([['start-up alone', 'p50 ms'], ...Object.entries(starts).map(([k, v]) => [k, p(v, 50)])]));
+    console.log(table(startUpRows(starts)));
 
     // Where twill's ADD goes (medians of its own trace, ms since process start).
     const field = (calls: Call[], k: string) => calls.map((c) => c.trace?.[k] ?? 0);

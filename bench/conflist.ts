@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { TestHosts, type TestHost } from '../test/support/hosts.js';
 import { REFERENCE_V1_10, requireReference } from '../test/support/cni.js';
 import { writeSubnetEnv } from '../src/subnet/subnet-env.js';
-import { call, installTwill, type Call } from './cni.js';
+import { call, installTwill, startUpAlone, startUpRows, type Call } from './cni.js';
 import { percentile, round, table } from './stats.js';
 
 export interface ConflistBenchOptions {
@@ -112,6 +112,10 @@ export async function conflistBench(opts: ConflistBenchOptions): Promise<Record<
     console.log(table(rows));
     console.log();
     console.log(table([['twill ADD, where the time goes (p50 ms)', 'flannel', 'portmap'], ...breakdowns]));
+    // The floor under each plugin process: what a process costs before it does anything.
+    const starts = startUpAlone([{ name: 'twill', dir: twillDir }, { name: 'reference', dir: refDir }], join(tmp, 'native'), Math.max(10, opts.iterations), 'portmap');
+    console.log();
+    console.log(table(startUpRows(starts)));
     return { bench: 'conflist', iterations: opts.iterations, ...results };
   } finally {
     await hosts.cleanup();

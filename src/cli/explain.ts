@@ -7,6 +7,7 @@ import { explain } from '../inspect/explain.js';
 import type { Explanation } from '../inspect/model.js';
 import { EXPLAIN_FORMATS, render, type ExplainFormat } from '../inspect/render.js';
 import { StoreError, type SubnetStore } from '../subnet/store.js';
+import type { StoreFlags } from './agent-command.js';
 
 /** No finding is an error (warnings and info do not count), or --exit-zero. */
 export const EXIT_OK = 0;
@@ -15,28 +16,13 @@ export const EXIT_ERRORS = 1;
 /** Bad arguments: nothing was read. */
 export const EXIT_USAGE = 2;
 
-export interface ExplainCliOptions {
+/** The store flags are the agent's own (`twill agent --store`, --etcd-*, --kube-*, --node-name). */
+export interface ExplainCliOptions extends Partial<StoreFlags> {
   netns?: string;
   format: string;
   out?: string;
   subnetFile?: string;
   cniDataDir?: string;
-  /** local:PATH | etcd:URL[,URL] | kube, as `twill agent --store`. */
-  store?: string;
-  etcdEndpoints?: string;
-  etcdPrefix?: string;
-  etcdCafile?: string;
-  etcdCertfile?: string;
-  etcdKeyfile?: string;
-  etcdUsername?: string;
-  etcdPassword?: string;
-  /** flannel's --kube-subnet-mgr: the same as --store kube. */
-  kubeSubnetMgr?: boolean;
-  kubeconfigFile?: string;
-  kubeApiUrl?: string;
-  kubeAnnotationPrefix?: string;
-  /** --node-name or NODE_NAME: with the kube store, whose lease is this node's own. */
-  nodeName?: string;
   exitZero?: boolean;
 }
 
@@ -61,13 +47,7 @@ async function openExplainStore(opts: ExplainCliOptions): Promise<ExplainStore |
   const [{ resolveStore }, { InvalidArgumentError }, { DEFAULTS }] = await Promise.all([import('./agent-command.js'), import('commander'), import('../agent/options.js')]);
   let spec;
   try {
-    spec = resolveStore({
-      store: opts.store, etcdEndpoints: opts.etcdEndpoints, etcdPrefix: opts.etcdPrefix ?? DEFAULTS.etcdPrefix,
-      etcdCafile: opts.etcdCafile, etcdCertfile: opts.etcdCertfile, etcdKeyfile: opts.etcdKeyfile,
-      etcdUsername: opts.etcdUsername, etcdPassword: opts.etcdPassword,
-      kubeSubnetMgr: opts.kubeSubnetMgr, kubeconfigFile: opts.kubeconfigFile, kubeApiUrl: opts.kubeApiUrl,
-      kubeAnnotationPrefix: opts.kubeAnnotationPrefix, nodeName: opts.nodeName,
-    });
+    spec = resolveStore({ ...opts, etcdPrefix: opts.etcdPrefix ?? DEFAULTS.etcdPrefix });
   } catch (e) {
     if (e instanceof InvalidArgumentError) throw new ExplainUsageError(e.message);
     throw e;

@@ -45,6 +45,12 @@ function start(cmd: string, args: readonly string[], opts: ExecOptions): ChildPr
   return opts.netns ? opts.netns.run(go) : go();
 }
 
+/** The command could not run at all (missing, not executable, ...): the error names it and where. */
+function cannotRun(cmd: string, args: readonly string[], where: string | null, e: NodeJS.ErrnoException): FirewallError {
+  const why = e.code === 'ENOENT' ? `${cmd} is not installed (not found in PATH)` : e.message;
+  return new FirewallError(`cannot run ${commandText(cmd, args)} in ${whereText(where)}: ${why}`, commandText(cmd, args), where);
+}
+
 let blocking = false;
 
 /**
@@ -68,18 +74,15 @@ function execBlocking(cmd: string, args: readonly string[], opts: ExecOptions): 
       maxBuffer: 256 << 20,
       ...(opts.input === undefined ? {} : { input: opts.input }),
     });
-  const cannot = (why: string) => new FirewallError(`cannot run ${commandText(cmd, args)} in ${whereText(where)}: ${why}`, commandText(cmd, args), where);
   let r: ReturnType<typeof go>;
   try {
     r = opts.netns ? opts.netns.run(go) : go();
   } catch (e) {
-    throw cannot((e as Error).message);
+    throw cannotRun(cmd, args, where, e as NodeJS.ErrnoException);
   }
   const code = (r.error as NodeJS.ErrnoException | undefined)?.code;
   // EPIPE: it exited without reading all its input (a bad line, say); its status and stderr say why, as on the async path.
-  if (r.error && code !== 'ETIMEDOUT' && !(code === 'EPIPE' && r.status !== null)) {
-    throw cannot(code === 'ENOENT' ? `${cmd} is not installed (not found in PATH)` : r.error.message);
-  }
+  if (r.error && code !== 'ETIMEDOUT' && !(code === 'EPIPE' && r.status !== null)) throw cannotRun(cmd, args, where, r.error);
   return { stdout: r.stdout.toString('utf8'), stderr: r.stderr.toString('utf8'), code: r.status, signal: r.signal, timedOut: code === 'ETIMEDOUT' };
 }
 
@@ -101,7 +104,7 @@ export function execIn(cmd: string, args: readonly string[], opts: ExecOptions):
     try {
       child = start(cmd, args, opts);
     } catch (e) {
-      reject(new FirewallError(`cannot run ${commandText(cmd, args)} in ${whereText(where)}: ${(e as Error).message}`, commandText(cmd, args), where));
+      reject(cannotRun(cmd, args, where, e as NodeJS.ErrnoException));
       return;
     }
     const out: Buffer[] = [];
@@ -116,8 +119,7 @@ export function execIn(cmd: string, args: readonly string[], opts: ExecOptions):
     child.stderr?.on('data', (d: Buffer) => err.push(d));
     child.on('error', (e: NodeJS.ErrnoException) => {
       clearTimeout(timer);
-      const why = e.code === 'ENOENT' ? `${cmd} is not installed (not found in PATH)` : e.message;
-      reject(new FirewallError(`cannot run ${commandText(cmd, args)} in ${whereText(where)}: ${why}`, commandText(cmd, args), where));
+      reject(cannotRun(cmd, args, where, e));
     });
     child.on('close', (code, signal) => {
       clearTimeout(timer);
