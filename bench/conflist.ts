@@ -2,14 +2,17 @@
 // is two processes, flannel (→ bridge → host-local) then portmap with one
 // hostPort; DEL is portmap then flannel, each given the cached result. twill vs
 // the reference chain (flannel's plugin + bridge/host-local/portmap v1.10.0),
-// alternating, for each portmap firewall backend.
-import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+// alternating, for each portmap firewall backend. twill runs twice: each call
+// done in its own process, and each call handed to a server (`twill cni serve`,
+// as the agent's --cni-socket serves) in the same host namespace.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { TestHosts, type TestHost } from '../test/support/hosts.js';
 import { REFERENCE_V1_10, requireReference } from '../test/support/cni.js';
 import { writeSubnetEnv } from '../src/subnet/subnet-env.js';
-import { call, installTwill, startUpAlone, startUpRows, type Call } from './cni.js';
+import { BIN_TWILL, call, installTwill, startUpAlone, startUpRows, type Call } from './cni.js';
 import { percentile, round, table } from './stats.js';
 
 export interface ConflistBenchOptions {
@@ -18,8 +21,10 @@ export interface ConflistBenchOptions {
 }
 
 interface Impl {
-  name: string;
+  name: 'twill' | 'twill served' | 'reference';
   dir: string;
+  /** twill: the socket plugins look for ('off': none). */
+  socket?: string;
   host: TestHost;
   data: string;
   add: number[];
@@ -33,6 +38,7 @@ interface Impl {
 export async function conflistBench(opts: ConflistBenchOptions): Promise<Record<string, unknown>> {
   const hosts = new TestHosts();
   const tmp = mkdtempSync(join(tmpdir(), 'twill-bench-conflist-'));
+  const servers: ChildProcess[] = [];
   try {
     const refDir = requireReference(REFERENCE_V1_10);
     if (!existsSync(join(refDir, 'flannel')) || !existsSync(join(refDir, 'portmap'))) throw new Error(`${refDir} lacks flannel or portmap: run "npm run peers -- cni flannel-cni"`);
@@ -41,23 +47,31 @@ export async function conflistBench(opts: ConflistBenchOptions): Promise<Record<
     writeSubnetEnv(subnetFile, { networks: ['10.244.0.0/16'], subnet: '10.244.1.1/24', ipv6Networks: [], ipv6Subnet: null, mtu: 1450, ipMasq: true });
     const results: Record<string, unknown> = {};
     const breakdowns: (string | number)[][] = [];
-    const rows: (string | number)[][] = [['backend', 'call', 'twill p50', 'twill p95', 'reference p50', 'reference p95', 'ratio p50']];
+    const servedBreakdowns: (string | number)[][] = [];
+    const rows: (string | number)[][] = [['backend', 'call', 'twill p50', 'twill p95', 'served p50', 'served p95', 'reference p50', 'reference p95', 'ratio p50', 'served ratio p50']];
     for (const backend of opts.backends) {
-      process.stderr.write(`conflist bench (${backend}): ${opts.iterations} ADD + DEL, twill vs reference, alternating\n`);
+      process.stderr.write(`conflist bench (${backend}): ${opts.iterations} ADD + DEL, twill, twill served and the reference, alternating\n`);
       const impls: Impl[] = [];
-      for (const [name, dir] of [['twill', twillDir], ['reference', refDir]] as const) {
-        const data = join(tmp, `${backend}-${name}`);
+      for (const [name, dir, tag] of [['twill', twillDir, 'tw'], ['twill served', twillDir, 'sv'], ['reference', refDir, 'rf']] as const) {
+        const data = join(tmp, `${backend}-${tag}`);
         mkdirSync(data);
-        impls.push({ name, dir, host: await hosts.host(`cl-${backend.slice(0, 3)}-${name}`), data, add: [], del: [], parts: [], traces: [] });
+        const host = await hosts.host(`cl-${backend.slice(0, 3)}-${tag}`);
+        const impl: Impl = { name, dir, host, data, add: [], del: [], parts: [], traces: [] };
+        if (name === 'twill') impl.socket = 'off';
+        if (name === 'twill served') {
+          impl.socket = join(tmp, `${backend}-cni.sock`);
+          servers.push(await startServer(host, impl.socket));
+        }
+        impls.push(impl);
       }
-      const pods: TestHost[][] = [[], []];
-      for (let i = 0; i < opts.iterations; i++) for (const k of [0, 1]) pods[k]!.push(await hosts.host(`cl${backend.slice(0, 1)}${k}-${i}`, {}));
+      const pods: TestHost[][] = impls.map(() => []);
+      for (let i = 0; i < opts.iterations; i++) for (const k of impls.keys()) pods[k]!.push(await hosts.host(`cl${backend.slice(0, 1)}${k}-${i}`, {}));
       const env = (impl: Impl, command: string, i: number) => ({
         PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin',
         CNI_COMMAND: command, CNI_CONTAINERID: `conflist-${i}`, CNI_NETNS: pods[impls.indexOf(impl)]![i]!.netns.path, CNI_IFNAME: 'eth0', CNI_PATH: impl.dir,
         CNI_ARGS: 'IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=bench', TWILL_NATIVE_DIR: join(tmp, 'native'),
         // One JSON line on stderr per call (a few clock reads): where twill's time goes.
-        ...(impl.name === 'twill' ? { TWILL_CNI_TRACE: '1' } : {}),
+        ...(impl.socket ? { TWILL_CNI_TRACE: '1', TWILL_CNI_SOCKET: impl.socket } : {}),
       });
       const flannelConf = (impl: Impl) => ({
         cniVersion: '0.3.1', name: 'cbr0', type: 'flannel', delegate: { hairpinMode: true, isDefaultGateway: true },
@@ -67,14 +81,16 @@ export async function conflistBench(opts: ConflistBenchOptions): Promise<Record<
         cniVersion: '0.3.1', name: 'cbr0', type: 'portmap', capabilities: { portMappings: true }, backend,
         runtimeConfig: { portMappings: [{ hostPort: 30000 + i, containerPort: 80, protocol: 'tcp' }] }, prevResult,
       });
-      const cached: unknown[][] = [[], []];
+      const cached: unknown[][] = impls.map(() => []);
       for (const command of ['ADD', 'DEL'] as const) {
         for (let i = 0; i < opts.iterations; i++) {
-          for (const k of i % 2 === 0 ? [0, 1] : [1, 0]) {
+          // Each implementation goes first, second and last in turn.
+          for (const k of [0, 1, 2].map((j) => (j + i) % 3)) {
             const impl = impls[k]!;
             const run = async (type: string, conf: object) => {
               const r = await call(impl.host.netns, join(impl.dir, type), env(impl, command, i), JSON.stringify(conf));
-              if (r.code !== 0) throw new Error(`${impl.name} ${type} ${command} #${i} failed (exit ${r.code})`);
+              if (r.code !== 0) throw new Error(`${impl.name} ${type} ${command} #${i} failed (exit ${r.code}): ${r.stdout}`);
+              if (impl.name === 'twill served' && r.trace?.['server:ms'] === undefined) throw new Error(`twill served: ${type} ${command} #${i} was not served by the server`);
               return r;
             };
             if (command === 'ADD') {
@@ -94,33 +110,76 @@ export async function conflistBench(opts: ConflistBenchOptions): Promise<Record<
           }
         }
       }
-      const [tw, ref] = impls as [Impl, Impl];
+      const [tw, sv, ref] = impls as [Impl, Impl, Impl];
       const p = (xs: number[], q: number) => round(percentile(xs, q), 1);
+      const ratio = (impl: Impl, cmd: 'add' | 'del') => round(percentile(impl[cmd], 50) / percentile(ref[cmd], 50), 2);
       for (const cmd of ['add', 'del'] as const) {
-        rows.push([backend, cmd.toUpperCase(), p(tw[cmd], 50), p(tw[cmd], 95), p(ref[cmd], 50), p(ref[cmd], 95), round(percentile(tw[cmd], 50) / percentile(ref[cmd], 50), 2)]);
+        rows.push([backend, cmd.toUpperCase(), p(tw[cmd], 50), p(tw[cmd], 95), p(sv[cmd], 50), p(sv[cmd], 95), p(ref[cmd], 50), p(ref[cmd], 95), ratio(tw, cmd), ratio(sv, cmd)]);
       }
       const split = (impl: Impl) => `flannel ${p(impl.parts.map((x) => x[0]), 50)} + portmap ${p(impl.parts.map((x) => x[1]), 50)}`;
-      rows.push([backend, 'ADD split', split(tw), '', split(ref), '', '']);
+      rows.push([backend, 'ADD split', split(tw), '', split(sv), '', split(ref), '', '', '']);
       breakdowns.push(...whereTheTimeGoes(backend, tw.traces));
+      servedBreakdowns.push(...whereTheServedTimeGoes(backend, sv.traces));
       results[backend] = {
-        ratio: round(percentile(tw.add, 50) / percentile(ref.add, 50), 2),
-        ratioDel: round(percentile(tw.del, 50) / percentile(ref.del, 50), 2),
-        addP50: { twill: p(tw.add, 50), reference: p(ref.add, 50) },
-        delP50: { twill: p(tw.del, 50), reference: p(ref.del, 50) },
+        ratio: ratio(tw, 'add'),
+        ratioDel: ratio(tw, 'del'),
+        servedRatio: ratio(sv, 'add'),
+        servedRatioDel: ratio(sv, 'del'),
+        addP50: { twill: p(tw.add, 50), served: p(sv.add, 50), reference: p(ref.add, 50) },
+        delP50: { twill: p(tw.del, 50), served: p(sv.del, 50), reference: p(ref.del, 50) },
       };
     }
     console.log(table(rows));
     console.log();
     console.log(table([['twill ADD, where the time goes (p50 ms)', 'flannel', 'portmap'], ...breakdowns]));
+    console.log();
+    console.log(table([['twill served ADD, where the time goes (p50 ms)', 'flannel', 'portmap'], ...servedBreakdowns]));
     // The floor under each plugin process: what a process costs before it does anything.
     const starts = startUpAlone([{ name: 'twill', dir: twillDir }, { name: 'reference', dir: refDir }], join(tmp, 'native'), Math.max(10, opts.iterations), 'portmap');
     console.log();
     console.log(table(startUpRows(starts)));
     return { bench: 'conflist', iterations: opts.iterations, ...results };
   } finally {
+    await Promise.all(servers.map((s) => new Promise((resolve) => (s.exitCode !== null ? resolve(null) : (s.once('exit', resolve), s.kill('SIGTERM'))))));
     await hosts.cleanup();
     rmSync(tmp, { recursive: true, force: true });
   }
+}
+
+/** `twill cni serve` in `host`'s namespace, answering on `socket` (resolves once it listens). */
+async function startServer(host: TestHost, socket: string): Promise<ChildProcess> {
+  const server = host.netns.run(() => spawn(BIN_TWILL, ['cni', 'serve', '--socket', socket, '--log-level', 'warn'], { stdio: ['ignore', 'ignore', 'inherit'] }));
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    if (server.exitCode !== null) throw new Error(`twill cni serve exited (status ${server.exitCode})`);
+    try {
+      if (statSync(socket).isSocket()) return server;
+    } catch {
+      // not yet
+    }
+    if (Date.now() > deadline) {
+      server.kill();
+      throw new Error(`twill cni serve did not listen on ${socket} within 10 s`);
+    }
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+/** The served calls' trace: the plugin process around the server's share. */
+function whereTheServedTimeGoes(backend: string, traces: [Call, Call][]): (string | number)[][] {
+  const med = (calls: Call[], f: (c: Call) => number) => round(percentile(calls.map(f), 50), 1);
+  const t = (c: Call, k: string) => c.trace?.[k] ?? 0;
+  const phases: [string, (c: Call) => number][] = [
+    ['process start, runtime, bundle (to main)', (c) => t(c, 'entry')],
+    ['stdin', (c) => t(c, 'stdin') - t(c, 'entry')],
+    ['the server\'s work', (c) => t(c, 'server:ms')],
+    ['socket round trip', (c) => t(c, 'done') - t(c, 'stdin') - t(c, 'server:ms')],
+    ['exit and reaping', (c) => c.ms - t(c, 'done')],
+    ['total', (c) => c.ms],
+  ];
+  const flannel = traces.map((x) => x[0]);
+  const portmap = traces.map((x) => x[1]);
+  return phases.map(([name, f]) => [`${backend}: ${name}`, med(flannel, f), med(portmap, f)]);
 }
 
 /** Medians of twill's own trace (ms since its process started), per plugin process of an ADD. */

@@ -29,11 +29,18 @@ import { DataDir } from './datadir.js';
 import { DataPlane, DEFAULT_DATAPLANE_OPTIONS } from './dataplane.js';
 import { startHealthServer } from './health.js';
 import { chooseInterface, type ExternalInterface } from './iface.js';
-import type { Logger } from './log.js';
+import { logCniCall, type Logger } from './log.js';
 import { AgentMetrics } from './metrics.js';
 import type { AgentOptions } from './options.js';
 import { checkPrerequisites } from './prereqs.js';
 import { openStore } from './stores.js';
+import type { CniCallEvent } from '../cni/server.js';
+
+/** What the CLI gives the agent that the agent does not build itself (it does not know the plugins). */
+export interface AgentServices {
+  /** Serves CNI calls on a unix socket (--cni-socket); rejects when it cannot listen. */
+  serveCni?(socket: string, onCall: (e: CniCallEvent) => void): Promise<{ close(): Promise<void> }>;
+}
 
 /** A problem the agent cannot work around: it exits with this message. */
 export class AgentError extends Error {}
@@ -51,11 +58,12 @@ export class Agent {
   private rules: ClusterRules | null = null;
   private rulesTimer: NodeJS.Timeout | null = null;
   private servers: Server[] = [];
+  private cniServer: { close(): Promise<void> } | null = null;
   private stopped = false;
   private finish: ((e?: Error) => void) | null = null;
   private readonly state = { lease: false, subnetEnv: false, rules: false };
 
-  constructor(private readonly opts: AgentOptions, private readonly log: Logger) {
+  constructor(private readonly opts: AgentOptions, private readonly log: Logger, private readonly services: AgentServices = {}) {
     this.dataDir = new DataDir(opts.dataDir);
   }
 
@@ -159,6 +167,7 @@ export class Agent {
     await this.ensureRules(spec, 'start');
     this.state.rules = true;
     this.rulesTimer = setInterval(() => void this.ensureRules(spec, 'resync'), o.rulesResyncMs);
+    await this.serveCni();
 
     // Until the first list of the peers succeeds, the store refusing our credentials ends the agent
     // (they will not get the rights by themselves); later, the data plane keeps what it has.
@@ -183,6 +192,25 @@ export class Agent {
         this.log[err instanceof StoreAccessError ? 'error' : 'warn']({ store: this.store?.description, err: err.message }, 'store watch failed: the data plane keeps what it has; retrying');
       },
     );
+  }
+
+  /** From here on, subnet.env is written and the bridge's rules are in place: a CNI ADD can work. */
+  private async serveCni(): Promise<void> {
+    const socket = this.opts.cniSocket;
+    if (socket === null) return;
+    if (!this.services.serveCni) throw new AgentError('--cni-socket: this build of the agent cannot serve CNI calls');
+    try {
+      this.cniServer = await this.services.serveCni(socket, (e) => this.onCniCall(e));
+    } catch (e) {
+      throw new AgentError(`--cni-socket: ${(e as Error).message}`);
+    }
+    this.log.info({ socket }, 'serving CNI calls');
+  }
+
+  private onCniCall(e: CniCallEvent): void {
+    this.metrics.cniCalls.inc({ command: e.command || 'none', outcome: e.outcome === 'served' ? (e.code === 0 ? 'ok' : 'error') : e.outcome });
+    if (e.outcome === 'served') this.metrics.cniCallSeconds.observe({ command: e.command }, e.ms / 1000);
+    logCniCall(this.log, e);
   }
 
   private async readConfig(store: SubnetStore): Promise<NetworkConfig> {
@@ -354,6 +382,8 @@ export class Agent {
   private async shutdown(): Promise<void> {
     if (this.stopped) return;
     this.stopped = true;
+    // First: the calls in progress finish while the rest is still up.
+    await this.cniServer?.close();
     this.peerWatch?.close();
     if (this.rulesTimer) clearInterval(this.rulesTimer);
     this.dataPlane?.close();

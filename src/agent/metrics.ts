@@ -32,6 +32,19 @@ export class AgentMetrics {
   readonly storeErrors = new Counter({ name: 'twill_store_errors_total', help: 'Failed store operations', labelNames: ['op'], registers: [this.registry] });
   readonly malformedLeases = new Counter({ name: 'twill_malformed_leases_total', help: 'Leases in the store that could not be used (logged, skipped)', registers: [this.registry] });
   readonly peerErrors = new Counter({ name: 'twill_peer_errors_total', help: 'Leases the backend could not program (e.g. host-gw peer not on-link)', registers: [this.registry] });
+  readonly cniCalls = new Counter({
+    name: 'twill_cni_calls_total',
+    help: 'CNI calls plugin processes handed to the agent (--cni-socket), by command and outcome (ok, error, refused, bad-request)',
+    labelNames: ['command', 'outcome'],
+    registers: [this.registry],
+  });
+  readonly cniCallSeconds = new Histogram({
+    name: 'twill_cni_call_seconds',
+    help: 'Time the agent spent on a CNI call it served',
+    labelNames: ['command'],
+    buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5],
+    registers: [this.registry],
+  });
   readonly ready = new Gauge({ name: 'twill_ready', help: '1 once the lease, the rules and subnet.env are in place', registers: [this.registry] });
 
   constructor() {

@@ -58,6 +58,8 @@ export interface AgentOptions {
   logLevel: LogLevel;
   /** Names this node in logs: the hostname by default. */
   nodeName: string;
+  /** Where to serve CNI calls that plugin processes hand over (null: not served). */
+  cniSocket: string | null;
 }
 
 export const DEFAULTS = {

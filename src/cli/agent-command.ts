@@ -68,6 +68,7 @@ interface RawOptions {
   logLevel: LogLevel;
   printOptions?: boolean;
   nodeName?: string;
+  cniSocket?: string;
 }
 
 const STORE_CHOICES =
@@ -175,10 +176,11 @@ export function resolveAgentOptions(raw: RawOptions): AgentOptions {
     storeRetryMs: DEFAULTS.storeRetrySeconds * 1000,
     logLevel: raw.logLevel,
     nodeName,
+    cniSocket: raw.cniSocket === undefined || raw.cniSocket === '' ? null : raw.cniSocket,
   };
 }
 
-export function registerAgentCommand(program: Command): void {
+export function registerAgentCommand(program: Command, twillVersion: string): void {
   const cmd = program
     .command('agent')
     .description('the node agent (flanneld\'s job): lease this node a subnet, program VXLAN or host-gw, write subnet.env, keep it all in place')
@@ -212,6 +214,7 @@ export function registerAgentCommand(program: Command): void {
     .addOption(alias('--ip-blackhole-route [bool]', 'FLANNELD_IP_BLACKHOLE_ROUTE').argParser(parseBool('ip-blackhole-route')).preset(true))
     .addOption(new Option('--subnet-lease-renew-margin <MINUTES>', 'renew the lease this long before it expires').argParser(parseCount('subnet-lease-renew-margin', 1, 1439)).default(DEFAULTS.renewMarginMinutes).env('FLANNELD_SUBNET_LEASE_RENEW_MARGIN'))
     .addOption(new Option('--kernel-resync <SECONDS>', 'safety-net full check of the kernel state (changes are seen at once anyway)').argParser(parseCount('kernel-resync', 1, 86400)).default(DEFAULTS.kernelResyncSeconds))
+    .addOption(new Option('--cni-socket <PATH>', 'serve the CNI plugins\' calls on this unix socket once the node is set up (plugins look for /run/twill/cni.sock; see "twill cni serve --help")'))
     .addOption(new Option('--log-level <LEVEL>', 'debug, info, warn or error').choices([...LOG_LEVELS]).default('info').env('TWILL_LOG_LEVEL'))
     .addOption(new Option('--node-name <NAME>', 'this node\'s name: its Node object with --store kube, and in logs (default: the hostname)').env('NODE_NAME'))
     .addOption(new Option('--print-options', 'print the settings as understood (flags, flanneld aliases, FLANNELD_* variables) as JSON, and exit'))
@@ -252,7 +255,8 @@ export function registerAgentCommand(program: Command): void {
       const log = createLogger(opts.logLevel, opts.nodeName);
       if (notRestarted) log.warn(notRestarted);
       if (raw.ipBlackholeRoute) log.warn('--ip-blackhole-route is not supported yet: ignored');
-      const agent = new Agent(opts, log);
+      const { startCniServer } = await import('./cni-serve.js');
+      const agent = new Agent(opts, log, { serveCni: (socket, onCall) => startCniServer(socket, twillVersion, onCall) });
       const stop = (signal: string) => {
         log.info({ signal }, 'stopping: the network stays in place');
         void agent.stop();

@@ -1,5 +1,8 @@
 // `twill lab ...`: a whole cluster of network-namespace nodes and pods on this
 // machine (src/lab/). The lab's modules load only when a lab subcommand runs.
+// Built-ins statically: in the single executable a dynamic import of one fails.
+import { spawnSync } from 'node:child_process';
+import { join } from 'node:path';
 import { Command, InvalidArgumentError, Option } from 'commander';
 
 const DEFAULT_NAME = 'lab';
@@ -111,7 +114,6 @@ export function registerLabCommand(program: Command): void {
       await guarded('exec', async () => {
         const { requireState } = await import('../lab/state.js');
         const { labTargetNetns } = await import('../lab/lab.js');
-        const { spawnSync } = await import('node:child_process');
         const state = requireState(opts.name);
         const netns = labTargetNetns(state, target);
         // A node's command sees the node's own /run/flannel, /var/lib/cni, as its agent does.
@@ -133,13 +135,11 @@ export function registerLabCommand(program: Command): void {
     .action(async (nodeName: string, opts: { name: string; format: string; out?: string }) => {
       await guarded('explain', async () => {
         const { requireState } = await import('../lab/state.js');
-        const { join } = await import('node:path');
         const state = requireState(opts.name);
         const node = state.nodes.find((n) => n.name === nodeName);
         if (!node) throw new Error(`lab ${opts.name} has no node ${nodeName} (nodes: ${state.nodes.map((n) => n.name).join(', ')})`);
         // Inside the node's namespace, as an administrator on the node would run it: the node's
         // view is the current namespace, and an etcd on the lab's underlay is reachable from there.
-        const { spawnSync } = await import('node:child_process');
         const self = process.argv[1] && process.argv[1] !== process.execPath ? [process.execPath, process.argv[1]] : [process.execPath];
         const args = [
           'netns', 'exec', node.netns, ...self, 'explain', '--format', opts.format, ...(opts.out ? ['--out', opts.out] : []),

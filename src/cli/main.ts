@@ -1,5 +1,8 @@
 import { readFileSync } from 'node:fs';
+// Built-ins statically: in the single executable a dynamic import of one fails.
+import { hostname } from 'node:os';
 import type { ExplainCliOptions } from './explain.js';
+import type { LogLevel } from '../agent/options.js';
 
 // Set by scripts/bundle.mjs (esbuild `define`): a bundle or SEA has no package.json beside it.
 declare const TWILL_VERSION: string | undefined;
@@ -13,6 +16,7 @@ function packageVersion(): string {
 export async function buildProgram() {
   const { Command, Option } = await import('commander');
   const { PLUGIN_TYPES } = await import('../plugins/registry.js');
+  const { LOG_LEVELS } = await import('../agent/options.js');
   const program = new Command('twill')
     .description(
       'A pod network for Kubernetes: every pod its own IP, across nodes, without NAT.\n' +
@@ -59,8 +63,54 @@ export async function buildProgram() {
         throw e;
       }
     });
+  cni
+    .command('serve')
+    .description('serve CNI calls on a unix socket: plugin processes hand their calls over and skip the cold work')
+    .addOption(new Option('--socket <PATH>', 'the socket the plugins look for (they read TWILL_CNI_SOCKET)').default('/run/twill/cni.sock').env('TWILL_CNI_SOCKET'))
+    .addOption(new Option('--log-level <LEVEL>', 'debug (every call), info, warn or error').choices([...LOG_LEVELS]).default('info').env('TWILL_LOG_LEVEL'))
+    .addHelpText(
+      'after',
+      [
+        '',
+        'A plugin process run by the container runtime (bridge, host-local, loopback, portmap, flannel)',
+        'first looks for this socket: TWILL_CNI_SOCKET in its environment, else /run/twill/cni.sock',
+        '(TWILL_CNI_SOCKET=off: never). When a server is there, the plugin sends it the call and prints',
+        'its answer; the work runs in this process, whose code is loaded and compiled already. The answer',
+        'is the one the plugin would have given. The plugin runs the call itself when no server listens,',
+        'or when this server cannot see what the plugin sees: another mount or network namespace (run',
+        'this on the host, not in a container), another working directory, another twill version.',
+        '',
+        '`twill agent --cni-socket PATH` serves the same way, once the node is set up. Logs are JSON',
+        'lines on stderr. SIGTERM stops it: calls in progress finish, the socket is removed.',
+        '',
+        'Example:',
+        '  twill cni serve --socket /run/twill/cni.sock',
+      ].join('\n'),
+    )
+    .action(async (opts: { socket: string; logLevel: LogLevel }, command: { error(message: string): never }) => {
+      const { startCniServer } = await import('./cni-serve.js');
+      const { CniServerError } = await import('../cni/server.js');
+      const { createLogger, logCniCall } = await import('../agent/log.js');
+      const log = createLogger(opts.logLevel, process.env.NODE_NAME ?? hostname());
+      let server;
+      try {
+        server = await startCniServer(opts.socket, packageVersion(), (e) => logCniCall(log, e));
+      } catch (e) {
+        if (e instanceof CniServerError) command.error(`twill cni serve: ${e.message}`);
+        throw e;
+      }
+      log.info({ socket: opts.socket }, 'serving CNI calls');
+      await new Promise<void>((resolve) => {
+        const stop = (signal: string) => {
+          log.info({ signal }, 'stopping: finishing the calls in progress');
+          void server.close().then(resolve);
+        };
+        process.once('SIGTERM', () => stop('SIGTERM'));
+        process.once('SIGINT', () => stop('SIGINT'));
+      });
+    });
   const { registerAgentCommand, kubeStoreOptions } = await import('./agent-command.js');
-  registerAgentCommand(program);
+  registerAgentCommand(program, packageVersion());
   const explainCmd = program
     .command('explain')
     .description("read this node's network (every namespace its veths lead into) and explain it: bridges, pods, overlay, findings")

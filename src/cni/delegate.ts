@@ -2,6 +2,8 @@
 // libcni finds it. When the executable found there is twill's own multi-call
 // binary, the plugin runs in this process instead: same protocol, no second
 // Node start. A reference binary found first is executed as usual.
+// Static: in the single executable a dynamic import of a built-in fails (no import callback in its snapshot).
+import { spawn } from 'node:child_process';
 import { accessSync, constants, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { CniError, ErrorCode } from './errors.js';
@@ -24,24 +26,29 @@ export function findInPath(type: string, path: string[]): string {
   throw new CniError(ErrorCode.Internal, `failed to find plugin "${type}" in path [${path.join(' ')}]`);
 }
 
-/** The files this process runs from: the SEA binary, or bin/twill in a checkout. */
-function selfIdentities(): Set<string> {
-  const ids = new Set<string>();
-  for (const p of [process.execPath, process.argv[1]]) {
-    if (!p) continue;
-    try {
-      const st = statSync(p);
-      ids.add(`${st.dev}:${st.ino}`);
-    } catch {
-      // not a file
-    }
+/** dev:ino of a file (null when there is none). */
+export function identityOf(path: string): string | null {
+  try {
+    const st = statSync(path);
+    return `${st.dev}:${st.ino}`;
+  } catch {
+    return null;
   }
-  return ids;
 }
 
-function isOwn(executable: string): boolean {
-  const st = statSync(executable);
-  return selfIdentities().has(`${st.dev}:${st.ino}`);
+/** The files this process runs from: the SEA binary, or node and bin/twill in a checkout. */
+export function ownExecutables(): string[] {
+  const ids = new Set<string>();
+  for (const p of [process.execPath, process.argv[1]]) {
+    const id = p ? identityOf(p) : null;
+    if (id) ids.add(id);
+  }
+  return [...ids];
+}
+
+function isOwn(executable: string, own: readonly string[]): boolean {
+  const id = identityOf(executable);
+  return id !== null && own.includes(id);
 }
 
 function envFor(command: Command, cmd: CmdArgs): Env {
@@ -55,9 +62,7 @@ function envFor(command: Command, cmd: CmdArgs): Env {
   };
 }
 
-async function execPlugin(executable: string, env: Env, stdin: Buffer): Promise<{ code: number; stdout: string }> {
-  // Loaded only here: in-process delegation, the common case, never pays for it.
-  const { spawn } = await import('node:child_process');
+function execPlugin(executable: string, env: Env, stdin: Buffer): Promise<{ code: number; stdout: string }> {
   return new Promise((resolve, reject) => {
     const child = spawn(executable, [], { env: { ...process.env, ...env }, stdio: ['pipe', 'pipe', 'inherit'] });
     const out: Buffer[] = [];
@@ -72,11 +77,12 @@ async function execPlugin(executable: string, env: Env, stdin: Buffer): Promise<
 async function run(type: string, command: Command, cmd: CmdArgs, stdin: Buffer): Promise<unknown> {
   const executable = findInPath(type, cmd.path);
   const env = envFor(command, cmd);
-  if (isOwn(executable)) {
+  const ownExes = cmd.ownExecutables ?? ownExecutables();
+  if (isOwn(executable, ownExes)) {
     const { loadPlugin, pluginTypeOf } = await import('../plugins/registry.js');
     const own = pluginTypeOf(type);
     if (own) {
-      const outcome = await invoke(await loadPlugin(own), env, stdin);
+      const outcome = await invoke(await loadPlugin(own), env, stdin, cmd.ownExecutables);
       if (!outcome.ok) throw outcome.error;
       return outcome.output;
     }

@@ -51,7 +51,7 @@ export function readCommand(env: Env): Command | null {
   return cmd as Command;
 }
 
-export function readCmdArgs(command: Command, env: Env, stdin: Buffer): CmdArgs {
+export function readCmdArgs(command: Command, env: Env, stdin: Buffer, ownExecutables?: readonly string[]): CmdArgs {
   const missing = REQUIRED[command].filter((k) => !env[k]);
   if (missing.length) throw invalidEnv(`required env variables [${missing.join(',')}] missing`);
   const cmd: CmdArgs = {
@@ -63,6 +63,7 @@ export function readCmdArgs(command: Command, env: Env, stdin: Buffer): CmdArgs 
     argsRaw: env.CNI_ARGS ?? '',
     path: (env.CNI_PATH ?? '').split(':').filter(Boolean),
     stdin,
+    ...(ownExecutables ? { ownExecutables } : {}),
   };
   if (command === 'ADD' || command === 'DEL' || command === 'CHECK') {
     validateContainerId(cmd.containerId);

@@ -51,14 +51,17 @@ function toCniError(e: unknown): CniError {
   return new CniError(ErrorCode.Internal, e instanceof Error ? e.message : String(e));
 }
 
-/** One plugin invocation, without touching the process: for main() and for in-process delegation. */
-export async function invoke(plugin: Plugin, env: Env, stdin: Buffer): Promise<Outcome> {
+/**
+ * One plugin invocation, without touching the process: for main(), in-process
+ * delegation and the server. `ownExecutables`: see CmdArgs.
+ */
+export async function invoke(plugin: Plugin, env: Env, stdin: Buffer, ownExecutables?: readonly string[]): Promise<Outcome> {
   let version: string | undefined;
   try {
     const command = readCommand(env);
     if (command === null) throw new CniError(ErrorCode.InvalidEnvironment, 'required env variables [CNI_COMMAND] missing');
     if (command === 'VERSION') return { ok: true, output: { cniVersion: CURRENT_VERSION, supportedVersions: [...plugin.versions] } };
-    const cmd = readCmdArgs(command, env, stdin);
+    const cmd = readCmdArgs(command, env, stdin, ownExecutables);
     const conf = parseConf(stdin);
     version = conf.cniVersion;
     validateNetworkName(conf.name);
@@ -102,7 +105,7 @@ export const printJson = (v: unknown): string => JSON.stringify(v, null, 4);
  * for a pipe) and iterating it costs a plugin start several ms. A stdin that is
  * non-blocking (EAGAIN) is read as a stream instead.
  */
-async function readStdin(): Promise<Buffer> {
+export async function readStdin(): Promise<Buffer> {
   if (isatty(0)) return Buffer.alloc(0);
   const chunks: Buffer[] = [];
   const buf = Buffer.allocUnsafe(64 * 1024);
@@ -126,22 +129,30 @@ async function readStdin(): Promise<Buffer> {
   return Buffer.concat(chunks);
 }
 
-/** The plugin as a process: exit 0 with the result on stdout, or 1 with the error JSON. */
-export async function pluginMain(plugin: Plugin, about: string): Promise<number> {
+/**
+ * The plugin as a process: exit 0 with the result on stdout, or 1 with the
+ * error JSON. `stdin`: the config when the caller has read it already.
+ */
+export async function pluginMain(plugin: Plugin, about: string, stdin?: Buffer): Promise<number> {
   if (!process.env.CNI_COMMAND) {
     // Run by hand: say what this is, as the reference plugins do.
     process.stderr.write(`${about}\nCNI protocol versions supported: ${plugin.versions.join(', ')}\n`);
     return 0;
   }
-  const stdin = process.env.CNI_COMMAND === 'VERSION' ? Buffer.alloc(0) : await readStdin();
-  mark('stdin');
+  if (stdin === undefined) {
+    stdin = process.env.CNI_COMMAND === 'VERSION' ? Buffer.alloc(0) : await readStdin();
+    mark('stdin');
+  }
   const outcome = await invoke(plugin, process.env, stdin);
   mark('done');
   flushTrace();
-  if (outcome.ok) {
-    if (outcome.output) process.stdout.write(printJson(outcome.output));
-    return 0;
-  }
-  process.stdout.write(printJson(outcome.error.toJSON(outcome.version)));
-  return 1;
+  const { code, stdout } = renderOutcome(outcome);
+  process.stdout.write(stdout);
+  return code;
+}
+
+/** What a plugin process prints and its exit status: the result (or nothing) and 0, or the error JSON and 1. */
+export function renderOutcome(outcome: Outcome): { code: number; stdout: string } {
+  if (outcome.ok) return { code: 0, stdout: outcome.output ? printJson(outcome.output) : '' };
+  return { code: 1, stdout: printJson(outcome.error.toJSON(outcome.version)) };
 }

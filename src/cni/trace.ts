@@ -36,6 +36,11 @@ function stopProfile(): void {
   });
 }
 
+/** A duration measured elsewhere (the server's share of a forwarded call), added to the named phase. */
+export function markDuration(name: `${string}:ms`, ms: number): void {
+  if (enabled()) marks.push([name, ms]);
+}
+
 /** Time spent inside fn, added to the named phase. */
 export async function timed<T>(name: string, fn: () => Promise<T>): Promise<T> {
   if (!enabled()) return fn();

@@ -73,4 +73,9 @@ export interface CmdArgs {
   /** CNI_PATH, split. */
   path: string[];
   stdin: Buffer;
+  /**
+   * Identities (dev:ino) of the twill executable the runtime ran: a delegate
+   * found in CNI_PATH that is one of them runs in-process. Default: this process's.
+   */
+  ownExecutables?: readonly string[];
 }

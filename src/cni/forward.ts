@@ -1,0 +1,137 @@
+// The warm path: a plugin process hands its call to a long-running twill (the
+// agent with --cni-socket, or `twill cni serve`) over a unix socket, and prints
+// the answer. The work then runs in a process whose code is loaded and compiled
+// already; the plugin process only pays for its own start. When nothing serves,
+// or the server cannot see what the caller sees, the plugin runs the call
+// itself: the warm path is never needed for a call to work.
+import { statSync } from 'node:fs';
+// Static: in the single executable a dynamic import of a built-in fails (no import callback in its snapshot).
+import { createConnection } from 'node:net';
+import { identityOf, ownExecutables } from './delegate.js';
+import { CniError, ErrorCode } from './errors.js';
+import type { Env } from './env.js';
+
+/** Where plugins look for a server unless TWILL_CNI_SOCKET says otherwise. */
+export const DEFAULT_CNI_SOCKET = '/run/twill/cni.sock';
+export const CNI_SOCKET_ENV = 'TWILL_CNI_SOCKET';
+export const FORWARD_PROTOCOL = 1;
+/** Largest request or answer either side reads (a config with a big prevResult is a few kB). */
+export const MAX_MESSAGE_BYTES = 16 * 1024 * 1024;
+
+/** The variables a call is made of; anything else in the plugin's environment stays with it. */
+export const CNI_VARIABLES = ['CNI_COMMAND', 'CNI_CONTAINERID', 'CNI_NETNS', 'CNI_IFNAME', 'CNI_ARGS', 'CNI_PATH'] as const;
+
+/**
+ * What the server needs to give the same answer the caller would: the same
+ * files (mount namespace), the same network (network namespace), the same
+ * relative paths (cwd), and the same twill.
+ */
+export interface CallerView {
+  mountNs: string;
+  netNs: string;
+  cwd: string;
+  /** twill's version: a server of another version does not serve (its plugin code may differ). */
+  twill: string;
+  /** Identities (dev:ino) of the caller's executable: a delegate in CNI_PATH that is one of them runs in-process. */
+  executables: string[];
+}
+
+export interface ForwardRequest {
+  protocol: number;
+  /** The plugin type the caller was run as. */
+  plugin: string;
+  env: Partial<Record<(typeof CNI_VARIABLES)[number], string>>;
+  /** The config, base64. */
+  stdin: string;
+  caller: CallerView;
+}
+
+export type ForwardAnswer =
+  | { served: true; code: number; stdout: string; /** ms the server spent */ ms: number }
+  | { served: false; reason: string };
+
+/** The socket to try: TWILL_CNI_SOCKET (empty or "off": none), else the default. */
+export function cniSocketPath(env: Env): string | null {
+  const v = env[CNI_SOCKET_ENV];
+  if (v === undefined) return DEFAULT_CNI_SOCKET;
+  if (v === '' || v === 'off') return null;
+  return v;
+}
+
+/** This process's view; the network namespace is the calling thread's. */
+export function callerView(twill: string): CallerView {
+  return {
+    mountNs: identityOf('/proc/self/ns/mnt') ?? 'unknown',
+    netNs: identityOf('/proc/thread-self/ns/net') ?? 'unknown',
+    cwd: process.cwd(),
+    twill,
+    executables: ownExecutables(),
+  };
+}
+
+/** Why a server with view `own` should not serve a caller with view `caller` (null: it should). */
+export function viewMismatch(own: CallerView, caller: CallerView): string | null {
+  if (caller.twill !== own.twill) return `the caller is twill ${caller.twill}, the server twill ${own.twill}`;
+  if (caller.mountNs !== own.mountNs) return 'the caller is in another mount namespace (the server would not see its files)';
+  if (caller.netNs !== own.netNs) return 'the caller is in another network namespace';
+  if (caller.cwd !== own.cwd) return `the caller runs in ${caller.cwd}, the server in ${own.cwd}`;
+  return null;
+}
+
+/**
+ * Sends the call to the server at `socket`. Resolves null when no server is
+ * there (the caller then runs the call itself). Once the server has the call,
+ * losing it is an error (code 11): the call may have been half done, and
+ * running it again here could not know.
+ */
+export async function forwardCall(socket: string, request: ForwardRequest): Promise<ForwardAnswer | null> {
+  // A missing socket is the common case on a node without a server: no connect.
+  try {
+    if (!statSync(socket).isSocket()) return null;
+  } catch {
+    return null;
+  }
+  return new Promise((resolve, reject) => {
+    const conn = createConnection(socket);
+    const chunks: Buffer[] = [];
+    let size = 0;
+    let connected = false;
+    conn.on('connect', () => {
+      connected = true;
+      conn.end(JSON.stringify(request));
+    });
+    conn.on('data', (d: Buffer) => {
+      size += d.length;
+      if (size > MAX_MESSAGE_BYTES) conn.destroy(new Error(`answer larger than ${MAX_MESSAGE_BYTES} bytes`));
+      else chunks.push(d);
+    });
+    conn.on('error', (e: NodeJS.ErrnoException) => {
+      // Refused, gone, not ours to use: no server, the plugin runs the call itself.
+      if (!connected) resolve(null);
+      else reject(lost(socket, request, e.message));
+    });
+    conn.on('end', () => {
+      const text = Buffer.concat(chunks).toString('utf8');
+      try {
+        resolve(parseAnswer(text));
+      } catch (e) {
+        reject(lost(socket, request, text === '' ? 'the server closed the connection without an answer' : (e as Error).message));
+      }
+    });
+  });
+}
+
+function lost(socket: string, request: ForwardRequest, why: string): CniError {
+  return new CniError(
+    ErrorCode.TryAgainLater,
+    `lost the CNI ${request.env.CNI_COMMAND ?? ''} call handed to the twill server at ${socket}: ${why}`,
+    `the call may be partly done; the runtime retries it (set ${CNI_SOCKET_ENV}=off to run plugins without the server)`,
+  );
+}
+
+function parseAnswer(text: string): ForwardAnswer {
+  const a = JSON.parse(text) as Partial<{ served: boolean; code: number; stdout: string; ms: number; reason: string }>;
+  if (a.served === true && typeof a.code === 'number' && typeof a.stdout === 'string') return { served: true, code: a.code, stdout: a.stdout, ms: typeof a.ms === 'number' ? a.ms : 0 };
+  if (a.served === false) return { served: false, reason: String(a.reason ?? '') };
+  throw new Error(`not an answer: ${text.slice(0, 200)}`);
+}
