@@ -30,7 +30,7 @@ export class TestCluster {
   readonly hosts = new TestHosts();
   readonly tmp = agentTemp();
   readonly nodes: ClusterNode[] = [];
-  private plugins = twillPluginDir();
+  readonly plugins = twillPluginDir();
   private pods = 0;
 
   /** Hosts on the underlay that are not nodes (etcd members, an outside host), by name. */
@@ -66,10 +66,10 @@ export class TestCluster {
   }
 
   /** Starts the agent on a node with the given store flags (and test-friendly periods). */
-  start(node: ClusterNode, storeArgs: string[], extra: string[] = []): AgentProcess {
+  start(node: ClusterNode, storeArgs: string[], extra: string[] = [], opts: { sameMountNamespace?: boolean } = {}): AgentProcess {
     node.agent = new AgentProcess(node.host, [
       ...storeArgs, '--subnet-file', node.subnetFile, '--data-dir', node.dataDir, '--iptables-resync', '1', '--log-level', 'debug', '--node-name', node.name, ...extra,
-    ]);
+    ], {}, opts);
     return node.agent;
   }
 
@@ -80,7 +80,7 @@ export class TestCluster {
   }
 
   /** kube-flannel's first plugin (its cniVersion 0.3.1, which flannel's own plugin also speaks), with this test's paths for the node. */
-  private podConf(node: ClusterNode): Record<string, unknown> {
+  podConf(node: ClusterNode): Record<string, unknown> {
     return {
       cniVersion: '0.3.1', name: 'cbr0', type: 'flannel', delegate: { hairpinMode: true, isDefaultGateway: true },
       subnetFile: node.subnetFile, dataDir: join(this.tmp.dir, node.name, 'flannel'), ipam: { dataDir: join(this.tmp.dir, node.name, 'ipam') },

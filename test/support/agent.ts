@@ -33,12 +33,17 @@ export class AgentProcess {
   readonly exited: Promise<number | null>;
   private waiters: { pred: (l: LogLine) => boolean; resolve: (l: LogLine) => void }[] = [];
 
-  constructor(readonly host: TestHost, readonly args: string[], env: Record<string, string> = {}) {
+  /**
+   * `sameMountNamespace`: started from a thread inside the host's namespace
+   * instead of through `ip netns exec` (which gives it a mount namespace of its
+   * own), as a node's agent shares the runtime's files: for its CNI socket.
+   */
+  constructor(readonly host: TestHost, readonly args: string[], env: Record<string, string> = {}, opts: { sameMountNamespace?: boolean } = {}) {
     hookExit();
-    this.child = spawn('ip', ['netns', 'exec', host.name, process.execPath, BIN_TWILL, 'agent', ...args], {
-      stdio: ['ignore', 'ignore', 'pipe'],
-      env: { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin', ...env },
-    });
+    const options = { stdio: ['ignore', 'ignore', 'pipe'] as ('ignore' | 'pipe')[], env: { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin', ...env } };
+    this.child = opts.sameMountNamespace
+      ? host.netns.run(() => spawn(process.execPath, [BIN_TWILL, 'agent', ...args], options))
+      : spawn('ip', ['netns', 'exec', host.name, process.execPath, BIN_TWILL, 'agent', ...args], options);
     running.add(this.child);
     let partial = '';
     this.child.stderr!.on('data', (d: Buffer) => {

@@ -1,12 +1,13 @@
 // Running CNI plugins in tests: twill's (through bin/twill, as the multi-call
 // binary would be installed) and the reference binaries, each as a real process
 // inside a test host namespace, with the runtime's environment.
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync, symlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { PLUGIN_TYPES } from '../../src/plugins/registry.js';
+import type { TestHost } from './hosts.js';
 
 const BIN_TWILL = fileURLToPath(new URL('../../../bin/twill', import.meta.url));
 
@@ -57,6 +58,19 @@ export interface CniEnv {
 
 /** Runs `executable` as a runtime would, inside the namespace `hostNetns` (a test host). */
 export function runPlugin(hostNetns: string, executable: string, env: CniEnv, stdin: string | object): Promise<PluginRun> {
+  return collect(() => spawn('ip', ['netns', 'exec', hostNetns, executable], { env: runtimeEnv(env), stdio: ['pipe', 'pipe', 'pipe'] }), stdin);
+}
+
+/**
+ * Runs `executable` inside `host`'s namespace without `ip netns exec` (which
+ * also gives the process a mount namespace of its own): as a runtime on a node
+ * runs a plugin, in the same mount namespace as a server it may hand its call to.
+ */
+export function runPluginIn(host: TestHost, executable: string, env: CniEnv, stdin: string | object): Promise<PluginRun> {
+  return collect(() => host.netns.run(() => spawn(executable, [], { env: runtimeEnv(env), stdio: ['pipe', 'pipe', 'pipe'] })), stdin);
+}
+
+function runtimeEnv(env: CniEnv): Record<string, string> {
   const wanted: Record<string, string | undefined> = {
     PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin',
     CNI_COMMAND: env.command,
@@ -65,16 +79,21 @@ export function runPlugin(hostNetns: string, executable: string, env: CniEnv, st
     CNI_IFNAME: env.ifname,
     CNI_ARGS: env.args,
     CNI_PATH: env.path,
+    // Never a server this machine may run (/run/twill/cni.sock): the warm path's tests ask for theirs.
+    TWILL_CNI_SOCKET: 'off',
     ...env.extra,
   };
-  const vars = Object.fromEntries(Object.entries(wanted).filter((e): e is [string, string] => e[1] !== undefined));
+  return Object.fromEntries(Object.entries(wanted).filter((e): e is [string, string] => e[1] !== undefined));
+}
+
+function collect(start: () => ChildProcess, stdin: string | object): Promise<PluginRun> {
   const input = typeof stdin === 'string' ? stdin : JSON.stringify(stdin);
   return new Promise((resolve, reject) => {
-    const child = spawn('ip', ['netns', 'exec', hostNetns, executable], { env: vars, stdio: ['pipe', 'pipe', 'pipe'] });
+    const child = start();
     const out: Buffer[] = [];
     const err: Buffer[] = [];
-    child.stdout.on('data', (d: Buffer) => out.push(d));
-    child.stderr.on('data', (d: Buffer) => err.push(d));
+    child.stdout!.on('data', (d: Buffer) => out.push(d));
+    child.stderr!.on('data', (d: Buffer) => err.push(d));
     child.on('error', reject);
     child.on('close', (code) => {
       const stdout = Buffer.concat(out).toString('utf8');
@@ -86,6 +105,6 @@ export function runPlugin(hostNetns: string, executable: string, env: CniEnv, st
       }
       resolve({ code: code ?? -1, stdout, stderr: Buffer.concat(err).toString('utf8'), json });
     });
-    child.stdin.end(input);
+    child.stdin!.end(input);
   });
 }
