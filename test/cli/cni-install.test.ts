@@ -12,7 +12,7 @@ import { SUPPORTED_VERSIONS } from '../../src/cni/version.js';
 import { PLUGIN_TYPES } from '../../src/plugins/registry.js';
 import { ipJson } from '../support/exec.js';
 import { TestHosts, type TestHost } from '../support/hosts.js';
-import { runPlugin } from '../support/cni.js';
+import { REFERENCE_V1_10, requireReference, runPlugin, runPluginIn } from '../support/cni.js';
 
 const BIN_TWILL = fileURLToPath(new URL('../../../bin/twill', import.meta.url));
 const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
@@ -164,6 +164,43 @@ describe('twill cni install', { timeout: 180_000 }, () => {
     assert.equal(add.code, 0, add.stdout + add.stderr);
     for (const w of written) assert.equal(createHash('sha256').update(readFileSync(w.path)).digest('hex'), w.sha, `${w.f} rewritten`);
     assert.deepEqual(readdirSync(nativeDir).sort(), [...new Set(written.map((w) => w.sha))].sort(), 'and nothing else left there');
+  });
+
+  it('a delegate that is not twill\'s (the reference host-local first in CNI_PATH) runs as its own process', async () => {
+    const ref = requireReference(REFERENCE_V1_10);
+    const pod = await hosts.host('pod-ref');
+    const conf = { cniVersion: '1.0.0', name: 'refnet', type: 'bridge', bridge: 'cni1', isGateway: true, ipam: { type: 'host-local', subnet: '10.244.4.0/24', dataDir: data } };
+    const env = (command: string) => ({ command, containerId: 'r1', netns: `/run/netns/${pod.name}`, ifname: 'eth0', path: `${ref}:${dir}`, extra: pluginEnv() });
+    const add = await runPlugin(host.name, join(dir, 'bridge'), env('ADD'), conf);
+    assert.equal(add.code, 0, add.stdout + add.stderr);
+    assert.deepEqual((add.json as { ips: { address: string }[] }).ips.map((i) => i.address), ['10.244.4.2/24']);
+    assert.ok(readdirSync(join(data, 'refnet')).includes('10.244.4.2'), 'the reference host-local recorded it');
+    const del = await runPlugin(host.name, join(dir, 'bridge'), env('DEL'), conf);
+    assert.equal(del.code, 0, del.stdout + del.stderr);
+    assert.ok(!readdirSync(join(data, 'refnet')).includes('10.244.4.2'));
+  });
+
+  it('the installed plugin hands its call to a twill server in its namespace (the warm path)', async () => {
+    const pod = await hosts.host('pod-sv');
+    const socket = join(work, 'cni.sock');
+    const server = host.netns.run(() => spawn(process.execPath, [BIN_TWILL, 'cni', 'serve', '--socket', socket, '--log-level', 'debug'], { stdio: ['ignore', 'ignore', 'pipe'] }));
+    let log = '';
+    server.stderr.on('data', (d: Buffer) => (log += d.toString()));
+    try {
+      for (let i = 0; i < 300 && !log.includes('serving CNI calls'); i++) await new Promise((r) => setTimeout(r, 50));
+      const conf = { cniVersion: '1.0.0', name: 'svnet', type: 'bridge', bridge: 'cni2', isGateway: true, ipam: { type: 'host-local', subnet: '10.244.5.0/24', dataDir: data } };
+      const env = (command: string) => ({ command, containerId: 's1', netns: `/run/netns/${pod.name}`, ifname: 'eth0', path: dir, extra: pluginEnv({ TWILL_CNI_SOCKET: socket, TWILL_CNI_TRACE: '1' }) });
+      for (const command of ['ADD', 'DEL']) {
+        const r = await runPluginIn(host, join(dir, 'bridge'), env(command), conf);
+        assert.equal(r.code, 0, r.stdout + r.stderr);
+        assert.match(r.stderr, /twill-trace .*"server:ms"/, `${command} served`);
+      }
+      // The plugin's own executable is its delegate: host-local ran inside the server too.
+      assert.match(log, /"plugin":"bridge","command":"ADD","containerId":"s1".*"msg":"CNI call served"/);
+      assert.deepEqual(readdirSync(join(data, 'svnet')).filter((f) => f.startsWith('10.')), []);
+    } finally {
+      server.kill('SIGTERM');
+    }
   });
 
   it('re-installs over plugins that are running', async () => {

@@ -4,16 +4,17 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { TestHosts, type TestHost } from '../support/hosts.js';
 import { BIN_TWILL } from '../support/agent.js';
 import { ipJson } from '../support/exec.js';
 import { runPlugin, runPluginIn, twillPluginDir, type CniEnv, type PluginRun } from '../support/cni.js';
 import { writeSubnetEnv } from '../../src/subnet/subnet-env.js';
-import { viewMismatch, type CallerView } from '../../src/cni/forward.js';
+import { DEFAULT_CNI_SOCKET, viewMismatch, type CallerView } from '../../src/cni/forward.js';
 
 interface Served {
   child: ChildProcess;
@@ -217,6 +218,17 @@ describe('CNI warm path: twill cni serve', () => {
       assert.equal(await taker.exited, 0);
     }
     assert.equal(existsSync(stale), false, 'SIGTERM removes the socket');
+  });
+});
+
+describe('CNI warm path: deploy/twill-cni.service', () => {
+  it('serves on the socket plugins look for by default, unsandboxed (a private mount namespace is never served)', () => {
+    const unit = readFileSync(fileURLToPath(new URL('../../../deploy/twill-cni.service', import.meta.url)), 'utf8');
+    const exec = /^ExecStart=(.*)$/m.exec(unit)?.[1]?.split(/\s+/);
+    assert.deepEqual(exec, ['/usr/local/bin/twill', 'cni', 'serve', '--socket', DEFAULT_CNI_SOCKET]);
+    for (const key of ['ProtectSystem', 'PrivateTmp', 'ProtectHome', 'ReadWritePaths', 'PrivateMounts', 'RootDirectory']) {
+      assert.doesNotMatch(unit, new RegExp(`^${key}=`, 'm'), `${key} would give the server a mount namespace of its own`);
+    }
   });
 });
 
