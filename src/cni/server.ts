@@ -7,6 +7,7 @@ import { chmodSync, lstatSync, mkdirSync, unlinkSync } from 'node:fs';
 import { createConnection, createServer, type Server, type Socket } from 'node:net';
 import { dirname } from 'node:path';
 import { invoke, renderOutcome } from './runner.js';
+import { clearTrace } from './trace.js';
 import { CNI_VARIABLES, FORWARD_PROTOCOL, MAX_MESSAGE_BYTES, callerView, viewMismatch, type CallerView, type ForwardAnswer, type ForwardRequest } from './forward.js';
 import type { Plugin } from './plugin.js';
 
@@ -98,7 +99,10 @@ export class CniServer {
       else chunks.push(d);
     });
     conn.on('end', () => {
-      void this.answer(Buffer.concat(chunks)).then((a) => conn.end(JSON.stringify(a)));
+      void this.answer(Buffer.concat(chunks))
+        // Only what comes before the plugin code can throw (invoke reports every error as an answer): the caller runs it.
+        .catch((e: unknown): ForwardAnswer => ({ served: false, reason: `server error: ${(e as Error).message}` }))
+        .then((a) => conn.end(JSON.stringify(a)));
     });
     // A caller that went away (killed by its runtime's timeout) gets no answer; the call itself finishes.
     conn.on('error', () => undefined);
@@ -126,6 +130,8 @@ export class CniServer {
     const loading = this.opts.loadPlugin(req.plugin);
     if (!loading) return refuse(`the server has no plugin "${req.plugin}"`);
     const outcome = await invoke(await loading, req.env, Buffer.from(req.stdin, 'base64'), req.caller.executables);
+    // Calls overlap here, so per-call timings mean nothing; TWILL_CNI_TRACE in the server's environment must not pile them up.
+    clearTrace();
     const { code, stdout } = renderOutcome(outcome);
     const ms = performance.now() - started;
     this.opts.onCall?.({ ...event, outcome: 'served', code, ...(outcome.ok ? {} : { reason: outcome.error.message }), ms });
