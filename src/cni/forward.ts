@@ -6,7 +6,7 @@
 // itself: the warm path is never needed for a call to work.
 import { statSync } from 'node:fs';
 // Static: in the single executable a dynamic import of a built-in fails (no import callback in its snapshot).
-import { createConnection } from 'node:net';
+import { createConnection, type Socket } from 'node:net';
 import { identityOf, ownExecutables } from './delegate.js';
 import { CniError, ErrorCode } from './errors.js';
 import type { Env } from './env.js';
@@ -79,46 +79,72 @@ export function viewMismatch(own: CallerView, caller: CallerView): string | null
 }
 
 /**
- * Sends the call to the server at `socket`. Resolves null when no server is
- * there (the caller then runs the call itself). Once the server has the call,
- * losing it is an error (code 11): the call may have been half done, and
- * running it again here could not know.
+ * A connection to the server at `socket`, opened before the call is read so
+ * that connecting overlaps reading the config. null when no socket is there
+ * (the common case on a node without a server: no connect).
  */
-export async function forwardCall(socket: string, request: ForwardRequest): Promise<ForwardAnswer | null> {
-  // A missing socket is the common case on a node without a server: no connect.
+export function connectForward(socket: string): ForwardConnection | null {
   try {
     if (!statSync(socket).isSocket()) return null;
   } catch {
     return null;
   }
-  return new Promise((resolve, reject) => {
-    const conn = createConnection(socket);
-    const chunks: Buffer[] = [];
-    let size = 0;
-    let connected = false;
-    conn.on('connect', () => {
-      connected = true;
-      conn.end(JSON.stringify(request));
+  return new ForwardConnection(socket);
+}
+
+export class ForwardConnection {
+  private readonly conn: Socket;
+  private readonly chunks: Buffer[] = [];
+  private size = 0;
+  private connected = false;
+  private failure: Error | null = null;
+  private waiting: ((e: Error | null) => void) | null = null;
+
+  constructor(readonly socket: string) {
+    this.conn = createConnection(socket);
+    this.conn.on('connect', () => {
+      this.connected = true;
+      this.settle(null);
     });
-    conn.on('data', (d: Buffer) => {
-      size += d.length;
-      if (size > MAX_MESSAGE_BYTES) conn.destroy(new Error(`answer larger than ${MAX_MESSAGE_BYTES} bytes`));
-      else chunks.push(d);
+    this.conn.on('data', (d: Buffer) => {
+      this.size += d.length;
+      if (this.size > MAX_MESSAGE_BYTES) this.conn.destroy(new Error(`answer larger than ${MAX_MESSAGE_BYTES} bytes`));
+      else this.chunks.push(d);
     });
-    conn.on('error', (e: NodeJS.ErrnoException) => {
-      // Refused, gone, not ours to use: no server, the plugin runs the call itself.
-      if (!connected) resolve(null);
-      else reject(lost(socket, request, e.message));
+    this.conn.on('error', (e: Error) => this.settle(e));
+  }
+
+  private settle(e: Error | null): void {
+    if (e && !this.failure) this.failure = e;
+    const w = this.waiting;
+    this.waiting = null;
+    w?.(e);
+  }
+
+  /**
+   * Sends the call. Resolves null when no server answered the connection (the
+   * caller then runs the call itself). Once the server has the call, losing it
+   * is an error (code 11): the call may have been half done, and running it
+   * again here could not know.
+   */
+  async send(request: ForwardRequest): Promise<ForwardAnswer | null> {
+    if (!this.connected && !this.failure) await new Promise<Error | null>((resolve) => (this.waiting = resolve));
+    // Refused, gone, not ours to use: no server.
+    if (!this.connected) return null;
+    if (this.failure) throw lost(this.socket, request, this.failure.message);
+    return new Promise((resolve, reject) => {
+      this.conn.on('error', (e: Error) => reject(lost(this.socket, request, e.message)));
+      this.conn.on('end', () => {
+        const text = Buffer.concat(this.chunks).toString('utf8');
+        try {
+          resolve(parseAnswer(text));
+        } catch (e) {
+          reject(lost(this.socket, request, text === '' ? 'the server closed the connection without an answer' : (e as Error).message));
+        }
+      });
+      this.conn.end(JSON.stringify(request));
     });
-    conn.on('end', () => {
-      const text = Buffer.concat(chunks).toString('utf8');
-      try {
-        resolve(parseAnswer(text));
-      } catch (e) {
-        reject(lost(socket, request, text === '' ? 'the server closed the connection without an answer' : (e as Error).message));
-      }
-    });
-  });
+  }
 }
 
 function lost(socket: string, request: ForwardRequest, why: string): CniError {

@@ -4,7 +4,7 @@
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { Netns } from '../kernel/index.js';
+import { isNotFound, type Netns } from '../kernel/index.js';
 import { execChecked } from './exec.js';
 import { FirewallError } from './types.js';
 
@@ -56,7 +56,8 @@ export interface NftListing {
 const ARG_MAX = 100_000;
 
 /** Whether an nft failure means "that table/chain does not exist". */
-export const isNftNotFound = (e: unknown): boolean => e instanceof FirewallError && /No such file or directory/.test(e.stderr);
+/** A table, chain or rule not there (nft's message, or the kernel's ENOENT over netlink). */
+export const isNftNotFound = (e: unknown): boolean => (e instanceof FirewallError && /No such file or directory/.test(e.stderr)) || isNotFound(e);
 
 /**
  * One transaction in nft's own syntax (what JSON input cannot say, e.g. table

@@ -22,13 +22,15 @@
 // and the expressions' names): that ADD adds only its own rules. Rewriting a chain makes
 // the kernel's commit 10-20 ms slower, on every pod with a hostPort.
 //
-// Written in nft's own syntax, as knftables writes it, not JSON: `conditionsV4/V6` are
-// nft text by definition, and the text syntax also sets the table's comment, which
-// nft 1.0.6 ignores in JSON. The script goes as an argument (a file when long), never
-// stdin. Reading: over netlink (kernel/nftables_linux.ts) for handles, comments and the
+// A new container's own rules (the common ADD) go over netlink in one transaction
+// (kernel/nftables_linux.ts, encoded as nft encodes them, so nft lists them alike): no
+// nft process. Everything else is written in nft's own syntax, as knftables writes it,
+// not JSON: `conditionsV4/V6` are nft text by definition, and the text syntax also sets
+// the table's comment, which nft 1.0.6 ignores in JSON. The script goes as an argument
+// (a file when long), never stdin. Reading: over netlink for handles, comments and the
 // shape of the shared chains; `nft -j list table` where expressions are compared (a
 // repeated ADD, CHECK).
-import { readNftTable, type Netns, type NftChainSummary, type NftTableSummary } from '../kernel/index.js';
+import { appendNftRules, encodeNftRule, parseIp, readNftTable, type Netns, type NftChainSummary, type NftExpr, type NftRuleSpec, type NftTableSummary } from '../kernel/index.js';
 import { parseContainerAddr, type ContainerAddr } from './addr.js';
 import { goQuote } from './names.js';
 import { Nft, payloadMatch, type JsonValue, type NftListing, type NftRule, retryOnNftRace, runNftScript } from './nftables.js';
@@ -56,7 +58,20 @@ interface Mapped {
   text: string;
   /** The expression as `nft -j list` prints it (for CHECK). */
   expr: JsonValue[];
+  /** The same, as netlink carries it (a new container's rules are added without nft). */
+  wire: NftExpr[];
 }
+
+const L4PROTO: Record<PortMapping['protocol'], number> = { tcp: 6, udp: 17, sctp: 132 };
+// Offsets in the IP header: source and destination address.
+const SADDR = { 4: 12, 6: 8 } as const;
+const DADDR = { 4: 16, 6: 24 } as const;
+const addrBytes = (ip: string): Buffer => parseIp(ip, { op: 'add nftables rule', subject: ip }).bytes;
+const portBytes = (port: number): Buffer => {
+  const b = Buffer.alloc(2);
+  b.writeUInt16BE(port);
+  return b;
+};
 
 const anyAddr = (f: IpFamily): JsonValue => ({ prefix: { addr: f === 4 ? '0.0.0.0' : '::', len: 0 } });
 
@@ -81,17 +96,29 @@ function containerRules(pm: ContainerPortmap, a: ContainerAddr): { hostports: Ma
         payloadMatch(m.protocol, 'dport', '==', m.hostPort),
         { dnat: { addr: a.ip, port: m.containerPort } },
       ],
+      wire: [
+        ...(host.dst ? [{ kind: 'payload', base: 'network', offset: DADDR[a.family], value: addrBytes(host.dst) } as const] : []),
+        { kind: 'l4proto', proto: L4PROTO[m.protocol] },
+        { kind: 'payload', base: 'transport', offset: 2, value: portBytes(m.hostPort) },
+        { kind: 'dnat', addr: addrBytes(a.ip), port: m.containerPort },
+      ],
     });
   }
   const masquerading: Mapped[] = [];
   if (pm.snat) {
-    const masq = (src: string, srcExpr: JsonValue): Mapped => ({
+    const daddr: NftExpr = { kind: 'payload', base: 'network', offset: DADDR[a.family], value: addrBytes(a.ip) };
+    const masq = (src: string, srcExpr: JsonValue, srcWire: NftExpr): Mapped => ({
       text: `${ipX} saddr ${src} ${ipX} daddr ${a.ip} masquerade`,
       expr: [payloadMatch(ipX, 'saddr', '==', srcExpr), payloadMatch(ipX, 'daddr', '==', a.ip), { masquerade: null }],
+      wire: [srcWire, daddr, { kind: 'masquerade' }],
     });
-    if (pm.masqAll) masquerading.push(masq(a.family === 4 ? '0.0.0.0/0' : '::/0', anyAddr(a.family)));
-    else masquerading.push(masq(a.ip, a.ip));
-    if (a.family === 4 && !pm.masqAll) masquerading.push(masq('127.0.0.1', '127.0.0.1'));
+    const saddr = (ip: string): NftExpr => ({ kind: 'payload', base: 'network', offset: SADDR[a.family], value: addrBytes(ip) });
+    if (pm.masqAll) {
+      // `ip saddr 0.0.0.0/0`: nft loads the address, masks it with zeros and compares with zeros.
+      const zeros = Buffer.alloc(a.family === 4 ? 4 : 16);
+      masquerading.push(masq(a.family === 4 ? '0.0.0.0/0' : '::/0', anyAddr(a.family), { kind: 'payload', base: 'network', offset: SADDR[a.family], value: zeros, mask: zeros }));
+    } else masquerading.push(masq(a.ip, a.ip, saddr(a.ip)));
+    if (a.family === 4 && !pm.masqAll) masquerading.push(masq('127.0.0.1', '127.0.0.1', saddr('127.0.0.1')));
   }
   return { hostports, masquerading };
 }
@@ -174,6 +201,7 @@ export class NftablesPortmap {
     const a = parseContainerAddr(pm.address, pm.containerId);
     const mine = containerRules(pm, a);
     if (!sharedIntact(shared, pm.snat)) return [];
+    for (const r of [...mine.hostports, ...mine.masquerading]) encodeNftRule(nftFamily(a.family), NFT_PM_TABLE, { chain: NFT_PM_HOSTPORTS, exprs: r.wire, comment: pm.containerId });
     return [...mine.hostports, ...mine.masquerading].map((r) => `${r.text} comment ${goQuote(pm.containerId)}`);
   }
 
@@ -202,11 +230,13 @@ export class NftablesPortmap {
       const summary = await readNftTable(this.netns, nftFamily(a.family), NFT_PM_TABLE);
       const fresh = !summary?.rules.some((r) => OWNED_RULE_CHAINS.includes(r.chain) && r.comment === pm.containerId);
       if (fresh && pm.conditions.length === 0 && sharedIntact(summary, pm.snat)) {
-        const lines = [
-          ...mine.hostports.map((r) => `add rule ${t} ${NFT_PM_HOSTPORTS} ${r.text}${comment}`),
-          ...mine.masquerading.map((r) => `add rule ${t} ${NFT_PM_MASQUERADING} ${r.text}${comment}`),
+        // Over netlink, in one transaction: no nft process (nor its read of the whole ruleset).
+        const rules = [
+          ...mine.hostports.map((r): NftRuleSpec => ({ chain: NFT_PM_HOSTPORTS, exprs: r.wire, comment: pm.containerId })),
+          ...mine.masquerading.map((r): NftRuleSpec => ({ chain: NFT_PM_MASQUERADING, exprs: r.wire, comment: pm.containerId })),
         ];
-        await this.run(lines, `set up ${describe(pm)} (nftables)`);
+        // A chain deleted since the read above is not found (ENOENT): retried as nft's error is.
+        await appendNftRules(this.netns, nftFamily(a.family), NFT_PM_TABLE, rules);
         return;
       }
       const current = fresh ? null : await this.list(a.family);

@@ -13,5 +13,6 @@ export { Watcher, type KernelEvent, type WatchTopic, type ChangeType } from './w
 export { readSysctl, writeSysctl, sysctlPath } from './sysctl.js';
 export { readProcNet } from './procnet.js';
 export type { Family } from './ip.js';
-export type { NftChainSummary, NftFamily, NftRuleSummary, NftTableSummary } from './nftables.js';
-export { readNftTable } from './nftables_linux.js';
+export { parseIp } from './ip.js';
+export type { NftChainSummary, NftExpr, NftFamily, NftRuleSpec, NftRuleSummary, NftTableSummary } from './nftables.js';
+export { appendNftRules, encodeNftRule, readNftTable } from './nftables_linux.js';

@@ -2,7 +2,9 @@
 // without running nft: each chain with its hook and priority, and each rule's
 // chain, handle, comment, jump targets and expressions' names. Enough to find
 // and remove the rules someone owns (by comment), and to see whether chains
-// have the shape expected of them, without a process start.
+// have the shape expected of them, without a process start. And the few
+// expressions twill writes itself, as nft encodes them: what a port mapping's
+// rules are made of.
 
 /** nft's family names, as in `nft list table <family> <name>`. */
 export type NftFamily = 'ip' | 'ip6' | 'inet' | 'arp' | 'bridge' | 'netdev';
@@ -30,4 +32,24 @@ export interface NftRuleSummary {
 export interface NftTableSummary {
   chains: NftChainSummary[];
   rules: NftRuleSummary[];
+}
+
+/**
+ * An expression twill writes over netlink, each as nft 1.0 encodes it (`nft
+ * --debug=netlink`), so that nft lists the rule as if nft had added it.
+ */
+export type NftExpr =
+  /** `tcp`/`udp`/`sctp` before a port match: meta l4proto, compared. */
+  | { kind: 'l4proto'; proto: number }
+  /** A header field compared to a value; with a mask, the field ANDed first (a prefix). */
+  | { kind: 'payload'; base: 'network' | 'transport'; offset: number; value: Buffer; mask?: Buffer }
+  /** `dnat to ADDR:PORT` (addr: 4 or 16 bytes, network order). */
+  | { kind: 'dnat'; addr: Buffer; port: number }
+  | { kind: 'masquerade' };
+
+export interface NftRuleSpec {
+  chain: string;
+  exprs: NftExpr[];
+  /** `comment "..."` (at most 255 bytes, as nft allows). */
+  comment: string | null;
 }

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { writeFileSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { readNftTable } from '../../src/kernel/index.js';
+import { appendNftRules, isNotFound, parseIp, readNftTable, type NftRuleSpec } from '../../src/kernel/index.js';
 import { TestHosts, type TestHost } from '../support/hosts.js';
 
 interface NftJsonRule {
@@ -84,5 +84,78 @@ describe('nftables tables read over netlink', () => {
     assert.ok(got.chains.some((c) => c.name === 'TWILL-TEST'), JSON.stringify(got.chains));
     assert.deepEqual(got.chains.find((c) => c.name === 'PREROUTING'), { name: 'PREROUTING', type: 'nat', hook: 'prerouting', priority: -100 });
     assert.ok(got.rules.some((r) => r.chain === 'PREROUTING' && r.jumps.includes('TWILL-TEST')), JSON.stringify(got.rules));
+  });
+});
+
+describe('nftables rules appended over netlink', () => {
+  const hosts = new TestHosts();
+  let h: TestHost;
+  let dir: string;
+  before(async () => {
+    h = await hosts.host('nftw', {});
+    dir = mkdtempSync(join(tmpdir(), 'twill-nft-write-'));
+  });
+  after(async () => {
+    await hosts.cleanup();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  const tables = (family: 'ip' | 'ip6') =>
+    ['by_nft', 'by_twill'].map((t) => `table ${family} ${t} {\n chain hostports {\n }\n chain masquerading {\n  type nat hook postrouting priority 100;\n }\n}\n`).join('');
+  const nftJson = async (family: string, table: string) => {
+    const out = JSON.parse(await h.exec('nft', ['-j', 'list', 'table', family, table])) as { nftables: NftJsonRule[] };
+    // What each rule is, without where it lives (table name, handle).
+    return out.nftables.filter((x) => x.rule).map((x) => JSON.stringify({ ...x.rule, table: undefined, handle: undefined }));
+  };
+  const port = (p: number) => Buffer.from([p >> 8, p & 0xff]);
+  const ip = (s: string) => parseIp(s, { op: 'test', subject: s }).bytes;
+
+  it('nft lists them exactly as the same rules added by nft: DNAT with and without a host address, masquerades, a /0 prefix, IPv6, sctp', async () => {
+    const cases: { family: 'ip' | 'ip6'; nft: string[]; rules: NftRuleSpec[] }[] = [
+      {
+        family: 'ip',
+        nft: [
+          'hostports tcp dport 30080 dnat to 10.244.1.2:80 comment "c1"',
+          'hostports ip daddr 192.0.2.1 udp dport 53 dnat to 10.244.1.2:5353 comment "c1"',
+          'masquerading ip saddr 10.244.1.2 ip daddr 10.244.1.2 masquerade comment "c1"',
+          'masquerading ip saddr 0.0.0.0/0 ip daddr 10.244.1.2 masquerade',
+        ],
+        rules: [
+          { chain: 'hostports', comment: 'c1', exprs: [{ kind: 'l4proto', proto: 6 }, { kind: 'payload', base: 'transport', offset: 2, value: port(30080) }, { kind: 'dnat', addr: ip('10.244.1.2'), port: 80 }] },
+          { chain: 'hostports', comment: 'c1', exprs: [{ kind: 'payload', base: 'network', offset: 16, value: ip('192.0.2.1') }, { kind: 'l4proto', proto: 17 }, { kind: 'payload', base: 'transport', offset: 2, value: port(53) }, { kind: 'dnat', addr: ip('10.244.1.2'), port: 5353 }] },
+          { chain: 'masquerading', comment: 'c1', exprs: [{ kind: 'payload', base: 'network', offset: 12, value: ip('10.244.1.2') }, { kind: 'payload', base: 'network', offset: 16, value: ip('10.244.1.2') }, { kind: 'masquerade' }] },
+          { chain: 'masquerading', comment: null, exprs: [{ kind: 'payload', base: 'network', offset: 12, value: Buffer.alloc(4), mask: Buffer.alloc(4) }, { kind: 'payload', base: 'network', offset: 16, value: ip('10.244.1.2') }, { kind: 'masquerade' }] },
+        ],
+      },
+      {
+        family: 'ip6',
+        nft: ['hostports sctp dport 30080 dnat to [fd00::2]:80 comment "c2"', 'masquerading ip6 saddr fd00::2 ip6 daddr fd00::2 masquerade comment "c2"'],
+        rules: [
+          { chain: 'hostports', comment: 'c2', exprs: [{ kind: 'l4proto', proto: 132 }, { kind: 'payload', base: 'transport', offset: 2, value: port(30080) }, { kind: 'dnat', addr: ip('fd00::2'), port: 80 }] },
+          { chain: 'masquerading', comment: 'c2', exprs: [{ kind: 'payload', base: 'network', offset: 8, value: ip('fd00::2') }, { kind: 'payload', base: 'network', offset: 24, value: ip('fd00::2') }, { kind: 'masquerade' }] },
+        ],
+      },
+    ];
+    for (const c of cases) {
+      const file = join(dir, `${c.family}.nft`);
+      writeFileSync(file, tables(c.family) + c.nft.map((r) => `add rule ${c.family} by_nft ${r}\n`).join(''));
+      await h.exec('nft', ['-f', file]);
+      await appendNftRules(h.netns, c.family, 'by_twill', c.rules);
+      const byNft = await nftJson(c.family, 'by_nft');
+      assert.equal(byNft.length, c.nft.length);
+      assert.deepEqual(await nftJson(c.family, 'by_twill'), byNft);
+    }
+  });
+
+  it('all or nothing: a rule for a missing chain fails the batch (not found), and the others are not added', async () => {
+    await assert.rejects(
+      appendNftRules(h.netns, 'ip', 'by_twill', [
+        { chain: 'hostports', comment: 'c3', exprs: [{ kind: 'masquerade' }] },
+        { chain: 'nochain', comment: 'c3', exprs: [{ kind: 'masquerade' }] },
+      ]),
+      (e: Error) => isNotFound(e) && /add nftables rules table ip by_twill in netns/.test(e.message),
+    );
+    assert.ok(!(await nftJson('ip', 'by_twill')).some((r) => r.includes('"c3"')));
+    await assert.rejects(appendNftRules(h.netns, 'ip', 'no_table', [{ chain: 'x', comment: null, exprs: [{ kind: 'masquerade' }] }]), (e: Error) => isNotFound(e));
   });
 });

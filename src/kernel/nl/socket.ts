@@ -8,6 +8,9 @@ import { NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR } from '.
 
 export const NETLINK_ROUTE = 0;
 export const NETLINK_NETFILTER = 12;
+// nfnetlink's batch delimiters (linux/netfilter/nfnetlink.h).
+const NFNL_MSG_BATCH_BEGIN = 0x10;
+const NFNL_MSG_BATCH_END = 0x11;
 
 export interface Message {
   type: number;
@@ -55,6 +58,46 @@ class CoalescingSocket extends NetlinkSocket {
         this.flushScheduled = true;
         queueMicrotask(() => this.flush());
       }
+    });
+  }
+
+  /**
+   * Sends `parts` as one datagram, in order, and resolves once every part
+   * marked `ack` is answered: an nfnetlink batch, whose begin and end messages
+   * the kernel does not acknowledge (it answers the begin message only with an
+   * error, which then fails the whole batch).
+   */
+  requestBatch(parts: { type: number; flags: number; body: Buffer; ack: boolean }[]): Promise<NetlinkMessage[][]> {
+    const msgs: Buffer[] = [];
+    const waits: Promise<NetlinkMessage[]>[] = [];
+    const seqs: number[] = [];
+    let failBatch: (e: Error) => void = () => undefined;
+    const batchFailed = new Promise<never>((_, reject) => (failBatch = reject));
+    for (const part of parts) {
+      const seq = this.generateSeq();
+      seqs.push(seq);
+      const len = NLMSG_HDRLEN + part.body.length;
+      const msg = Buffer.alloc((len + 3) & ~3);
+      msg.writeUInt32LE(len, 0);
+      msg.writeUInt16LE(part.type, 4);
+      msg.writeUInt16LE(part.flags, 6);
+      msg.writeUInt32LE(seq, 8);
+      part.body.copy(msg, NLMSG_HDRLEN);
+      msgs.push(msg);
+      if (part.ack) {
+        waits.push(new Promise<NetlinkMessage[]>((resolve, reject) => this.makeRef(seq, (err, replies) => (err ? reject(err) : resolve(replies ?? [])))));
+      } else {
+        this.makeRef(seq, (err, replies) => {
+          if (err) failBatch(err);
+          else if (replies?.some((m) => m.type === NLMSG_ERROR && m.data.readInt32LE(0) !== 0)) failBatch(Object.assign(new Error('batch refused'), { replies }));
+        });
+      }
+    }
+    this.socket.send(Buffer.concat(msgs), {}, (error) => {
+      if (error) failBatch(error);
+    });
+    return Promise.race([Promise.all(waits), batchFailed]).finally(() => {
+      for (const seq of seqs) this.dropRef(seq);
     });
   }
 
@@ -145,6 +188,37 @@ export class RouteSocket {
       out.push({ type: m.type, flags: m.flags, data: m.data });
     }
     return out;
+  }
+
+  /**
+   * An nfnetlink batch: `msgs` between a begin and an end message of
+   * subsystem `subsys`, applied by the kernel as one transaction (all or none).
+   * Rejects with the first message's error, as a KernelError naming ctx.
+   */
+  async batch(subsys: number, msgs: { type: number; flags: number; body: Buffer }[], ctx: ErrorContext): Promise<void> {
+    if (this.closed) throw new Error(`netlink socket${this.netnsLabel ? ` for netns "${this.netnsLabel}"` : ''} is closed`);
+    while (this.exclusive) await this.exclusive;
+    // struct nfgenmsg: AF_UNSPEC, version 0, the subsystem as res_id (big-endian).
+    const marker = Buffer.from([0, 0, subsys >> 8, subsys & 0xff]);
+    const fail = (errno: number) => errnoError(errno, { ...ctx, netns: ctx.netns ?? this.netnsLabel });
+    this.inFlight++;
+    try {
+      const replies = await this.sock.requestBatch([
+        { type: NFNL_MSG_BATCH_BEGIN, flags: NLM_F_REQUEST, body: marker, ack: false },
+        ...msgs.map((m) => ({ ...m, flags: m.flags | NLM_F_REQUEST | NLM_F_ACK, ack: true })),
+        { type: NFNL_MSG_BATCH_END, flags: NLM_F_REQUEST, body: marker, ack: false },
+      ]);
+      for (const m of replies.flat()) {
+        if (m.type === NLMSG_ERROR && m.data.readInt32LE(0) !== 0) throw fail(-m.data.readInt32LE(0));
+      }
+    } catch (e) {
+      const refused = (e as { replies?: NetlinkMessage[] }).replies?.find((m) => m.type === NLMSG_ERROR);
+      if (refused) throw fail(-refused.data.readInt32LE(0));
+      throw e;
+    } finally {
+      this.inFlight--;
+      if (this.inFlight === 0) for (const wake of this.idleWaiters.splice(0)) wake();
+    }
   }
 
   /** Joins multicast groups; notifications then arrive through onMessage. */
