@@ -1,6 +1,6 @@
 import { pluginMain, printJson, readStdin } from '../cni/runner.js';
 import { flushTrace, mark, markDuration } from '../cni/trace.js';
-import { CNI_VARIABLES, FORWARD_PROTOCOL, callerView, cniSocketPath, connectForward, type ForwardConnection, type ForwardRequest } from '../cni/forward.js';
+import { callerView, cniSocketPath, forwardCall, forwardRequest } from '../cni/forward.js';
 import { CniError } from '../cni/errors.js';
 import { loadPlugin, type PluginType } from '../plugins/registry.js';
 import { useBlockingExec } from '../firewall/exec.js';
@@ -10,12 +10,11 @@ export async function runPlugin(type: PluginType, version: string): Promise<void
   mark('entry');
   const command = process.env.CNI_COMMAND;
   const socket = command && command !== 'VERSION' ? cniSocketPath(process.env) : null;
-  const conn = socket ? connectForward(socket) : null;
   let stdin: Buffer | undefined;
-  if (conn) {
+  if (socket) {
     stdin = await readStdin();
     mark('stdin');
-    const code = await forwarded(type, version, conn, stdin);
+    const code = await forwarded(type, version, socket, stdin);
     // The answer is written (synchronously: stdout is a pipe or a file); tearing
     // the runtime down gently would cost the runtime's caller ~10 ms per call.
     if (code !== null) process.exit(code);
@@ -28,16 +27,11 @@ export async function runPlugin(type: PluginType, version: string): Promise<void
 }
 
 /** The call handed to a twill server: its exit status, or null when this process must run it. */
-async function forwarded(type: PluginType, version: string, conn: ForwardConnection, stdin: Buffer): Promise<number | null> {
-  const env: ForwardRequest['env'] = {};
-  for (const k of CNI_VARIABLES) {
-    const v = process.env[k];
-    if (v !== undefined) env[k] = v;
-  }
-  const request: ForwardRequest = { protocol: FORWARD_PROTOCOL, plugin: type, env, stdin: stdin.toString('base64'), caller: callerView(version) };
+async function forwarded(type: PluginType, version: string, socket: string, stdin: Buffer): Promise<number | null> {
+  const request = forwardRequest(type, process.env, stdin, callerView(version));
   let answer;
   try {
-    answer = await conn.send(request);
+    answer = await forwardCall(socket, request);
   } catch (e) {
     if (!(e instanceof CniError)) throw e;
     process.stdout.write(printJson(e.toJSON(configVersion(stdin))));
@@ -46,7 +40,7 @@ async function forwarded(type: PluginType, version: string, conn: ForwardConnect
   if (answer === null) return null;
   if (!answer.served) {
     // The runtime logs a plugin's stderr: say why the warm path was not taken.
-    process.stderr.write(`twill ${type}: the CNI server at ${conn.socket} did not take the call (${answer.reason}); running it here\n`);
+    process.stderr.write(`twill ${type}: the CNI server at ${socket} did not take the call (${answer.reason}); running it here\n`);
     return null;
   }
   markDuration('server:ms', answer.ms);

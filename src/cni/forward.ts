@@ -6,7 +6,7 @@
 // itself: the warm path is never needed for a call to work.
 import { statSync } from 'node:fs';
 // Static: in the single executable a dynamic import of a built-in fails (no import callback in its snapshot).
-import { createConnection, type Socket } from 'node:net';
+import { createConnection } from 'node:net';
 import { identityOf, ownExecutables } from './delegate.js';
 import { CniError, ErrorCode } from './errors.js';
 import type { Env } from './env.js';
@@ -46,6 +46,10 @@ export interface ForwardRequest {
   caller: CallerView;
 }
 
+// Both ways, one JSON document ended by a newline (JSON.stringify writes none
+// inside): each side acts as soon as the newline arrives, without waiting for
+// the other to close its end.
+
 export type ForwardAnswer =
   | { served: true; code: number; stdout: string; /** ms the server spent */ ms: number }
   | { served: false; reason: string };
@@ -56,6 +60,16 @@ export function cniSocketPath(env: Env): string | null {
   if (v === undefined) return DEFAULT_CNI_SOCKET;
   if (v === '' || v === 'off') return null;
   return v;
+}
+
+/** The call as it goes over the socket (pure: the snapshot's warm-up runs it). */
+export function forwardRequest(plugin: string, env: Env, stdin: Buffer, caller: CallerView): ForwardRequest {
+  const vars: ForwardRequest['env'] = {};
+  for (const k of CNI_VARIABLES) {
+    const v = env[k];
+    if (v !== undefined) vars[k] = v;
+  }
+  return { protocol: FORWARD_PROTOCOL, plugin, env: vars, stdin: stdin.toString('base64'), caller };
 }
 
 /** This process's view; the network namespace is the calling thread's. */
@@ -79,72 +93,54 @@ export function viewMismatch(own: CallerView, caller: CallerView): string | null
 }
 
 /**
- * A connection to the server at `socket`, opened before the call is read so
- * that connecting overlaps reading the config. null when no socket is there
- * (the common case on a node without a server: no connect).
+ * Sends the call to the server at `socket`. Resolves null when no server is
+ * there (the caller then runs the call itself). Once the server has the call,
+ * losing it is an error (code 11): the call may have been half done, and
+ * running it again here could not know.
  */
-export function connectForward(socket: string): ForwardConnection | null {
+export async function forwardCall(socket: string, request: ForwardRequest): Promise<ForwardAnswer | null> {
+  // A missing socket is the common case on a node without a server: no connect.
   try {
     if (!statSync(socket).isSocket()) return null;
   } catch {
     return null;
   }
-  return new ForwardConnection(socket);
-}
-
-export class ForwardConnection {
-  private readonly conn: Socket;
-  private readonly chunks: Buffer[] = [];
-  private size = 0;
-  private connected = false;
-  private failure: Error | null = null;
-  private waiting: ((e: Error | null) => void) | null = null;
-
-  constructor(readonly socket: string) {
-    this.conn = createConnection(socket);
-    this.conn.on('connect', () => {
-      this.connected = true;
-      this.settle(null);
+  return new Promise((resolve, reject) => {
+    const conn = createConnection(socket);
+    const chunks: Buffer[] = [];
+    let size = 0;
+    let connected = false;
+    let settled = false;
+    const answer = () => {
+      settled = true;
+      const text = Buffer.concat(chunks).toString('utf8');
+      try {
+        resolve(parseAnswer(text));
+      } catch (e) {
+        reject(lost(socket, request, text.trim() === '' ? 'the server closed the connection without an answer' : (e as Error).message));
+      }
+    };
+    conn.on('connect', () => {
+      connected = true;
+      conn.end(`${JSON.stringify(request)}\n`);
     });
-    this.conn.on('data', (d: Buffer) => {
-      this.size += d.length;
-      if (this.size > MAX_MESSAGE_BYTES) this.conn.destroy(new Error(`answer larger than ${MAX_MESSAGE_BYTES} bytes`));
-      else this.chunks.push(d);
+    conn.on('data', (d: Buffer) => {
+      size += d.length;
+      if (size > MAX_MESSAGE_BYTES) conn.destroy(new Error(`answer larger than ${MAX_MESSAGE_BYTES} bytes`));
+      else chunks.push(d);
+      if (!settled && d.includes(0x0a)) answer();
     });
-    this.conn.on('error', (e: Error) => this.settle(e));
-  }
-
-  private settle(e: Error | null): void {
-    if (e && !this.failure) this.failure = e;
-    const w = this.waiting;
-    this.waiting = null;
-    w?.(e);
-  }
-
-  /**
-   * Sends the call. Resolves null when no server answered the connection (the
-   * caller then runs the call itself). Once the server has the call, losing it
-   * is an error (code 11): the call may have been half done, and running it
-   * again here could not know.
-   */
-  async send(request: ForwardRequest): Promise<ForwardAnswer | null> {
-    if (!this.connected && !this.failure) await new Promise<Error | null>((resolve) => (this.waiting = resolve));
-    // Refused, gone, not ours to use: no server.
-    if (!this.connected) return null;
-    if (this.failure) throw lost(this.socket, request, this.failure.message);
-    return new Promise((resolve, reject) => {
-      this.conn.on('error', (e: Error) => reject(lost(this.socket, request, e.message)));
-      this.conn.on('end', () => {
-        const text = Buffer.concat(this.chunks).toString('utf8');
-        try {
-          resolve(parseAnswer(text));
-        } catch (e) {
-          reject(lost(this.socket, request, text === '' ? 'the server closed the connection without an answer' : (e as Error).message));
-        }
-      });
-      this.conn.end(JSON.stringify(request));
+    conn.on('error', (e: NodeJS.ErrnoException) => {
+      if (settled) return;
+      settled = true;
+      // Refused, gone, not ours to use: no server, the plugin runs the call itself.
+      if (!connected) resolve(null);
+      else reject(lost(socket, request, e.message));
     });
-  }
+    conn.on('end', () => {
+      if (!settled) answer();
+    });
+  });
 }
 
 function lost(socket: string, request: ForwardRequest, why: string): CniError {
@@ -155,7 +151,8 @@ function lost(socket: string, request: ForwardRequest, why: string): CniError {
   );
 }
 
-function parseAnswer(text: string): ForwardAnswer {
+/** The server's answer (exported for the snapshot's warm-up). */
+export function parseAnswer(text: string): ForwardAnswer {
   const a = JSON.parse(text) as Partial<{ served: boolean; code: number; stdout: string; ms: number; reason: string }>;
   if (a.served === true && typeof a.code === 'number' && typeof a.stdout === 'string') return { served: true, code: a.code, stdout: a.stdout, ms: typeof a.ms === 'number' ? a.ms : 0 };
   if (a.served === false) return { served: false, reason: String(a.reason ?? '') };

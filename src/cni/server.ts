@@ -93,16 +93,24 @@ export class CniServer {
     this.sockets.add(conn);
     const chunks: Buffer[] = [];
     let size = 0;
-    conn.on('data', (d: Buffer) => {
-      size += d.length;
-      if (size > MAX_MESSAGE_BYTES) conn.destroy();
-      else chunks.push(d);
-    });
-    conn.on('end', () => {
+    let started = false;
+    const start = () => {
+      started = true;
       void this.answer(Buffer.concat(chunks))
         // Only what comes before the plugin code can throw (invoke reports every error as an answer): the caller runs it.
         .catch((e: unknown): ForwardAnswer => ({ served: false, reason: `server error: ${(e as Error).message}` }))
-        .then((a) => conn.end(JSON.stringify(a)));
+        .then((a) => conn.end(`${JSON.stringify(a)}\n`));
+    };
+    conn.on('data', (d: Buffer) => {
+      if (started) return;
+      size += d.length;
+      if (size > MAX_MESSAGE_BYTES) conn.destroy();
+      else chunks.push(d);
+      if (d.includes(0x0a)) start();
+    });
+    // A request without its newline: answered (as a bad request) once the caller closes its end.
+    conn.on('end', () => {
+      if (!started) start();
     });
     // A caller that went away (killed by its runtime's timeout) gets no answer; the call itself finishes.
     conn.on('error', () => undefined);
