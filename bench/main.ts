@@ -16,7 +16,8 @@ benchmarks:
   cni      bridge + host-local ADD/DEL as a runtime runs them: twill vs the reference plugins
            --iterations N (30)  --ipmasq (with ipMasq, iptables)
   conflist kube-flannel's conflist (flannel, then portmap with a hostPort) as a runtime runs it:
-           twill vs the reference chain, for each portmap backend
+           twill (a process per call) and twill served (twill cni serve) vs the reference chain,
+           for each portmap backend
            --iterations N (30)  --backend iptables|nftables (default: both)
   agent    the node agent vs flanneld on one etcd: lease → route convergence, and a cold start
            with many leases (time, RSS)   --leases N (100)  --scale N (2000)
