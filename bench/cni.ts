@@ -43,7 +43,7 @@ export function call(host: Netns, exe: string, env: Record<string, string>, stdi
   });
 }
 
-export const BIN_TWILL = fileURLToPath(new URL('../../bin/twill', import.meta.url));
+const BIN_TWILL = fileURLToPath(new URL('../../bin/twill', import.meta.url));
 
 /**
  * Start-up alone: Node itself and each implementation's `plugin` answering VERSION,

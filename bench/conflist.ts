@@ -5,14 +5,13 @@
 // alternating, for each portmap firewall backend. twill runs twice: each call
 // done in its own process, and each call handed to a server (`twill cni serve`,
 // as the agent's --cni-socket serves) in the same host namespace.
-import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, rmSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { TestHosts, type TestHost } from '../test/support/hosts.js';
-import { REFERENCE_V1_10, requireReference } from '../test/support/cni.js';
+import { REFERENCE_V1_10, requireReference, startCniServe, type CniServeProcess } from '../test/support/cni.js';
 import { writeSubnetEnv } from '../src/subnet/subnet-env.js';
-import { BIN_TWILL, call, installTwill, startUpAlone, startUpRows, type Call } from './cni.js';
+import { call, installTwill, startUpAlone, startUpRows, type Call } from './cni.js';
 import { percentile, round, table } from './stats.js';
 
 export interface ConflistBenchOptions {
@@ -38,7 +37,7 @@ interface Impl {
 export async function conflistBench(opts: ConflistBenchOptions): Promise<Record<string, unknown>> {
   const hosts = new TestHosts();
   const tmp = mkdtempSync(join(tmpdir(), 'twill-bench-conflist-'));
-  const servers: ChildProcess[] = [];
+  const servers: CniServeProcess[] = [];
   try {
     const refDir = requireReference(REFERENCE_V1_10);
     if (!existsSync(join(refDir, 'flannel')) || !existsSync(join(refDir, 'portmap'))) throw new Error(`${refDir} lacks flannel or portmap: run "npm run peers -- cni flannel-cni"`);
@@ -60,7 +59,7 @@ export async function conflistBench(opts: ConflistBenchOptions): Promise<Record<
         if (name === 'twill') impl.socket = 'off';
         if (name === 'twill served') {
           impl.socket = join(tmp, `${backend}-cni.sock`);
-          servers.push(await startServer(host, impl.socket));
+          servers.push(await startCniServe(host, impl.socket, 'warn'));
         }
         impls.push(impl);
       }
@@ -140,62 +139,43 @@ export async function conflistBench(opts: ConflistBenchOptions): Promise<Record<
     console.log(table(startUpRows(starts)));
     return { bench: 'conflist', iterations: opts.iterations, ...results };
   } finally {
-    await Promise.all(servers.map((s) => new Promise((resolve) => (s.exitCode !== null ? resolve(null) : (s.once('exit', resolve), s.kill('SIGTERM'))))));
+    await Promise.all(servers.map((s) => s.stop()));
     await hosts.cleanup();
     rmSync(tmp, { recursive: true, force: true });
   }
 }
 
-/** `twill cni serve` in `host`'s namespace, answering on `socket` (resolves once it listens). */
-async function startServer(host: TestHost, socket: string): Promise<ChildProcess> {
-  const server = host.netns.run(() => spawn(BIN_TWILL, ['cni', 'serve', '--socket', socket, '--log-level', 'warn'], { stdio: ['ignore', 'ignore', 'inherit'] }));
-  const deadline = Date.now() + 10_000;
-  for (;;) {
-    if (server.exitCode !== null) throw new Error(`twill cni serve exited (status ${server.exitCode})`);
-    try {
-      if (statSync(socket).isSocket()) return server;
-    } catch {
-      // not yet
-    }
-    if (Date.now() > deadline) {
-      server.kill();
-      throw new Error(`twill cni serve did not listen on ${socket} within 10 s`);
-    }
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
-
 /** The served calls' trace: the plugin process around the server's share. */
 function whereTheServedTimeGoes(backend: string, traces: [Call, Call][]): (string | number)[][] {
-  const med = (calls: Call[], f: (c: Call) => number) => round(percentile(calls.map(f), 50), 1);
-  const t = (c: Call, k: string) => c.trace?.[k] ?? 0;
-  const phases: [string, (c: Call) => number][] = [
-    ['process start, runtime, bundle (to main)', (c) => t(c, 'entry')],
-    ['stdin', (c) => t(c, 'stdin') - t(c, 'entry')],
-    ['the server\'s work', (c) => t(c, 'server:ms')],
-    ['socket round trip', (c) => t(c, 'done') - t(c, 'stdin') - t(c, 'server:ms')],
-    ['exit and reaping', (c) => c.ms - t(c, 'done')],
+  return medianPhases(backend, traces, [
+    ['process start, runtime, bundle (to main)', (c) => mark(c, 'entry')],
+    ['stdin', (c) => mark(c, 'stdin') - mark(c, 'entry')],
+    ['the server\'s work', (c) => mark(c, 'server:ms')],
+    ['socket round trip', (c) => mark(c, 'done') - mark(c, 'stdin') - mark(c, 'server:ms')],
+    ['exit and reaping', (c) => c.ms - mark(c, 'done')],
     ['total', (c) => c.ms],
-  ];
-  const flannel = traces.map((x) => x[0]);
-  const portmap = traces.map((x) => x[1]);
-  return phases.map(([name, f]) => [`${backend}: ${name}`, med(flannel, f), med(portmap, f)]);
+  ]);
 }
 
 /** Medians of twill's own trace (ms since its process started), per plugin process of an ADD. */
 function whereTheTimeGoes(backend: string, traces: [Call, Call][]): (string | number)[][] {
-  const med = (calls: Call[], f: (c: Call) => number) => round(percentile(calls.map(f), 50), 1);
-  const t = (c: Call, k: string) => c.trace?.[k] ?? 0;
-  const phases: [string, (c: Call) => number][] = [
-    ['process start, runtime, bundle (to main)', (c) => t(c, 'entry')],
-    ['plugin modules', (c) => t(c, 'loaded') - t(c, 'entry')],
-    ['stdin + config', (c) => t(c, 'stdin') - t(c, 'loaded')],
-    ['IPAM (in-process)', (c) => t(c, 'ipam:ms')],
-    ['firewall (helper processes)', (c) => t(c, 'firewall:ms')],
-    ['kernel + rest', (c) => t(c, 'done') - t(c, 'stdin') - t(c, 'ipam:ms') - t(c, 'firewall:ms')],
-    ['exit and reaping', (c) => c.ms - t(c, 'done')],
+  return medianPhases(backend, traces, [
+    ['process start, runtime, bundle (to main)', (c) => mark(c, 'entry')],
+    ['plugin modules', (c) => mark(c, 'loaded') - mark(c, 'entry')],
+    ['stdin + config', (c) => mark(c, 'stdin') - mark(c, 'loaded')],
+    ['IPAM (in-process)', (c) => mark(c, 'ipam:ms')],
+    ['firewall (helper processes)', (c) => mark(c, 'firewall:ms')],
+    ['kernel + rest', (c) => mark(c, 'done') - mark(c, 'stdin') - mark(c, 'ipam:ms') - mark(c, 'firewall:ms')],
+    ['exit and reaping', (c) => c.ms - mark(c, 'done')],
     ['total', (c) => c.ms],
-  ];
+  ]);
+}
+
+const mark = (c: Call, k: string): number => c.trace?.[k] ?? 0;
+
+/** One row per phase: the median over the ADDs of the flannel and of the portmap process. */
+function medianPhases(backend: string, traces: [Call, Call][], phases: [string, (c: Call) => number][]): (string | number)[][] {
+  const med = (calls: Call[], f: (c: Call) => number) => round(percentile(calls.map(f), 50), 1);
   const flannel = traces.map((x) => x[0]);
   const portmap = traces.map((x) => x[1]);
   return phases.map(([name, f]) => [`${backend}: ${name}`, med(flannel, f), med(portmap, f)]);

@@ -35,11 +35,12 @@ import type { AgentOptions } from './options.js';
 import { checkPrerequisites } from './prereqs.js';
 import { openStore } from './stores.js';
 import type { CniCallEvent } from '../cni/server.js';
+import { CNI_COMMANDS } from '../cni/env.js';
 
 /** What the CLI gives the agent that the agent does not build itself (it does not know the plugins). */
 export interface AgentServices {
   /** Serves CNI calls on a unix socket (--cni-socket); rejects when it cannot listen. */
-  serveCni?(socket: string, onCall: (e: CniCallEvent) => void): Promise<{ close(): Promise<void> }>;
+  serveCni(socket: string, onCall: (e: CniCallEvent) => void, onError: (e: Error) => void): Promise<{ close(): Promise<void> }>;
 }
 
 /** A problem the agent cannot work around: it exits with this message. */
@@ -63,7 +64,7 @@ export class Agent {
   private finish: ((e?: Error) => void) | null = null;
   private readonly state = { lease: false, subnetEnv: false, rules: false };
 
-  constructor(private readonly opts: AgentOptions, private readonly log: Logger, private readonly services: AgentServices = {}) {
+  constructor(private readonly opts: AgentOptions, private readonly log: Logger, private readonly services: AgentServices) {
     this.dataDir = new DataDir(opts.dataDir);
   }
 
@@ -198,18 +199,27 @@ export class Agent {
   private async serveCni(): Promise<void> {
     const socket = this.opts.cniSocket;
     if (socket === null) return;
-    if (!this.services.serveCni) throw new AgentError('--cni-socket: this build of the agent cannot serve CNI calls');
+    if (this.stopped) return;
+    let server: { close(): Promise<void> };
     try {
-      this.cniServer = await this.services.serveCni(socket, (e) => this.onCniCall(e));
+      server = await this.services.serveCni(socket, (e) => this.onCniCall(e), (e) => this.log.error({ socket, err: e.message }, 'CNI socket failed'));
     } catch (e) {
       throw new AgentError(`--cni-socket: ${(e as Error).message}`);
     }
+    // Stopped while it was starting: shutdown has run already and would not close it.
+    if (this.stopped) {
+      await server.close();
+      return;
+    }
+    this.cniServer = server;
     this.log.info({ socket }, 'serving CNI calls');
   }
 
   private onCniCall(e: CniCallEvent): void {
-    this.metrics.cniCalls.inc({ command: e.command || 'none', outcome: e.outcome === 'served' ? (e.code === 0 ? 'ok' : 'error') : e.outcome });
-    if (e.outcome === 'served') this.metrics.cniCallSeconds.observe({ command: e.command }, e.ms / 1000);
+    // The caller names the command: anything but the spec's few is one label value, not a new series.
+    const command = (CNI_COMMANDS as readonly string[]).includes(e.command) ? e.command : 'other';
+    this.metrics.cniCalls.inc({ command, outcome: e.outcome === 'served' ? (e.code === 0 ? 'ok' : 'error') : e.outcome });
+    if (e.outcome === 'served') this.metrics.cniCallSeconds.observe({ command }, e.ms / 1000);
     logCniCall(this.log, e);
   }
 

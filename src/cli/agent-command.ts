@@ -255,8 +255,9 @@ export function registerAgentCommand(program: Command, twillVersion: string): vo
       const log = createLogger(opts.logLevel, opts.nodeName);
       if (notRestarted) log.warn(notRestarted);
       if (raw.ipBlackholeRoute) log.warn('--ip-blackhole-route is not supported yet: ignored');
-      const { startCniServer } = await import('./cni-serve.js');
-      const agent = new Agent(opts, log, { serveCni: (socket, onCall) => startCniServer(socket, twillVersion, onCall) });
+      const agent = new Agent(opts, log, {
+        serveCni: async (socket, onCall, onError) => (await import('./cni-serve.js')).startCniServer(socket, twillVersion, onCall, onError),
+      });
       const stop = (signal: string) => {
         log.info({ signal }, 'stopping: the network stays in place');
         void agent.stop();

@@ -1,6 +1,5 @@
 // `twill lab ...`: a whole cluster of network-namespace nodes and pods on this
 // machine (src/lab/). The lab's modules load only when a lab subcommand runs.
-// Built-ins statically: in the single executable a dynamic import of one fails.
 import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { Command, InvalidArgumentError, Option } from 'commander';

@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
-// Built-ins statically: in the single executable a dynamic import of one fails.
 import { hostname } from 'node:os';
+import { DEFAULT_CNI_SOCKET } from '../cni/forward.js';
 import type { ExplainCliOptions } from './explain.js';
 import type { LogLevel } from '../agent/options.js';
 
@@ -66,7 +66,7 @@ export async function buildProgram() {
   cni
     .command('serve')
     .description('serve CNI calls on a unix socket: plugin processes hand their calls over and skip the cold work')
-    .addOption(new Option('--socket <PATH>', 'the socket the plugins look for (they read TWILL_CNI_SOCKET)').default('/run/twill/cni.sock').env('TWILL_CNI_SOCKET'))
+    .option('--socket <PATH>', 'the socket the plugins look for (TWILL_CNI_SOCKET in their environment, else the default)', DEFAULT_CNI_SOCKET)
     .addOption(new Option('--log-level <LEVEL>', 'debug (every call), info, warn or error').choices([...LOG_LEVELS]).default('info').env('TWILL_LOG_LEVEL'))
     .addHelpText(
       'after',
@@ -92,21 +92,29 @@ export async function buildProgram() {
       const { CniServerError } = await import('../cni/server.js');
       const { createLogger, logCniCall } = await import('../agent/log.js');
       const log = createLogger(opts.logLevel, process.env.NODE_NAME ?? hostname());
-      let server;
+      // Signals are caught before the socket appears: a stop that comes while it starts still removes it.
+      let stopping: string | null = null;
+      let onStop: () => void = () => undefined;
+      const stop = (signal: string) => {
+        stopping = signal;
+        onStop();
+      };
+      process.once('SIGTERM', () => stop('SIGTERM'));
+      process.once('SIGINT', () => stop('SIGINT'));
+      let server: Awaited<ReturnType<typeof startCniServer>>;
       try {
-        server = await startCniServer(opts.socket, packageVersion(), (e) => logCniCall(log, e));
+        server = await startCniServer(opts.socket, packageVersion(), (e) => logCniCall(log, e), (e) => log.error({ err: e.message }, 'CNI socket failed'));
       } catch (e) {
         if (e instanceof CniServerError) command.error(`twill cni serve: ${e.message}`);
         throw e;
       }
       log.info({ socket: opts.socket }, 'serving CNI calls');
       await new Promise<void>((resolve) => {
-        const stop = (signal: string) => {
-          log.info({ signal }, 'stopping: finishing the calls in progress');
+        onStop = () => {
+          log.info({ signal: stopping }, 'stopping: finishing the calls in progress');
           void server.close().then(resolve);
         };
-        process.once('SIGTERM', () => stop('SIGTERM'));
-        process.once('SIGINT', () => stop('SIGINT'));
+        if (stopping) onStop();
       });
     });
   const { registerAgentCommand, kubeStoreOptions } = await import('./agent-command.js');

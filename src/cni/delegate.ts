@@ -2,7 +2,6 @@
 // libcni finds it. When the executable found there is twill's own multi-call
 // binary, the plugin runs in this process instead: same protocol, no second
 // Node start. A reference binary found first is executed as usual.
-// Static: in the single executable a dynamic import of a built-in fails (no import callback in its snapshot).
 import { spawn } from 'node:child_process';
 import { accessSync, constants, statSync } from 'node:fs';
 import { join } from 'node:path';

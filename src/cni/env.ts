@@ -3,7 +3,7 @@ import { CniError, ErrorCode, invalidConfig, invalidEnv } from './errors.js';
 import { parseCniArgs } from './args.js';
 import type { CmdArgs, Command } from './types.js';
 
-const COMMANDS: readonly Command[] = ['ADD', 'DEL', 'CHECK', 'GC', 'STATUS', 'VERSION'];
+export const CNI_COMMANDS: readonly Command[] = ['ADD', 'DEL', 'CHECK', 'GC', 'STATUS', 'VERSION'];
 
 const REQUIRED: Record<Command, string[]> = {
   ADD: ['CNI_CONTAINERID', 'CNI_NETNS', 'CNI_IFNAME', 'CNI_PATH'],
@@ -45,8 +45,8 @@ export type Env = Record<string, string | undefined>;
 export function readCommand(env: Env): Command | null {
   const cmd = env.CNI_COMMAND;
   if (!cmd) return null;
-  if (!(COMMANDS as readonly string[]).includes(cmd)) {
-    throw invalidEnv(`unknown CNI_COMMAND ${JSON.stringify(cmd)}: one of ${COMMANDS.join(', ')}`);
+  if (!(CNI_COMMANDS as readonly string[]).includes(cmd)) {
+    throw invalidEnv(`unknown CNI_COMMAND ${JSON.stringify(cmd)}: one of ${CNI_COMMANDS.join(', ')}`);
   }
   return cmd as Command;
 }

@@ -5,7 +5,6 @@
 // or the server cannot see what the caller sees, the plugin runs the call
 // itself: the warm path is never needed for a call to work.
 import { statSync } from 'node:fs';
-// Static: in the single executable a dynamic import of a built-in fails (no import callback in its snapshot).
 import { createConnection } from 'node:net';
 import { identityOf, ownExecutables } from './delegate.js';
 import { CniError, ErrorCode } from './errors.js';
@@ -72,12 +71,21 @@ export function forwardRequest(plugin: string, env: Env, stdin: Buffer, caller: 
   return { protocol: FORWARD_PROTOCOL, plugin, env: vars, stdin: stdin.toString('base64'), caller };
 }
 
+/** The working directory; a removed one matches no server's (the plugin then runs the call itself). */
+function currentDir(): string {
+  try {
+    return process.cwd();
+  } catch {
+    return '(removed)';
+  }
+}
+
 /** This process's view; the network namespace is the calling thread's. */
 export function callerView(twill: string): CallerView {
   return {
     mountNs: identityOf('/proc/self/ns/mnt') ?? 'unknown',
     netNs: identityOf('/proc/thread-self/ns/net') ?? 'unknown',
-    cwd: process.cwd(),
+    cwd: currentDir(),
     twill,
     executables: ownExecutables(),
   };

@@ -3,9 +3,9 @@
 // plugin code and the same answers as the plugin process would give. It serves
 // only callers that see what it sees (mount and network namespace, cwd, twill
 // version); others are told to run the call themselves.
-import { chmodSync, lstatSync, mkdirSync, unlinkSync } from 'node:fs';
+import { chmodSync, lstatSync, mkdirSync, renameSync, unlinkSync } from 'node:fs';
 import { createConnection, createServer, type Server, type Socket } from 'node:net';
-import { dirname } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import { invoke, renderOutcome } from './runner.js';
 import { clearTrace } from './trace.js';
 import { CNI_VARIABLES, FORWARD_PROTOCOL, MAX_MESSAGE_BYTES, callerView, viewMismatch, type CallerView, type ForwardAnswer, type ForwardRequest } from './forward.js';
@@ -19,6 +19,8 @@ export interface CniServerOptions {
   loadPlugin(type: string): Promise<Plugin> | null;
   /** Each call served, refused or failed, for logs and metrics. */
   onCall?(event: CniCallEvent): void;
+  /** The listening socket failed (e.g. out of file descriptors): it keeps listening. */
+  onError?(err: Error): void;
 }
 
 export interface CniCallEvent {
@@ -34,58 +36,78 @@ export interface CniCallEvent {
 
 export class CniServerError extends Error {}
 
+const identityOf = (path: string): string => {
+  const st = lstatSync(path);
+  return `${st.dev}:${st.ino}`;
+};
+
 export class CniServer {
   private readonly own: CallerView;
   private readonly sockets = new Set<Socket>();
-  private readonly identity: string;
+  /** Calls in progress by container: a container's calls run one after the other (a DEL waits for its ADD). */
+  private readonly byContainer = new Map<string, Promise<unknown>>();
 
-  private constructor(private readonly server: Server, private readonly opts: CniServerOptions) {
+  private constructor(private readonly server: Server, private readonly opts: CniServerOptions, private readonly identity: string) {
     this.own = callerView(opts.twill);
-    const st = lstatSync(opts.socket);
-    this.identity = `${st.dev}:${st.ino}`;
   }
 
   /**
-   * Listens on `socket` (mode 0600: a call can make the server run any plugin
-   * in CNI_PATH as root). A socket file no server answers on (left by a crash)
-   * is replaced; one a live server answers on is an error.
+   * Listens on `socket`, mode 0600 (a call can make the server run any plugin
+   * in CNI_PATH as root): on a temporary name first, made 0600, then renamed
+   * into place, so the path never holds a socket others may use. A socket file
+   * no server answers on (left by a crash) is replaced; one a live server
+   * answers on is an error.
    */
   static async listen(opts: CniServerOptions): Promise<CniServer> {
-    mkdirSync(dirname(opts.socket), { recursive: true, mode: 0o700 });
-    await removeStaleSocket(opts.socket);
+    const dir = dirname(opts.socket);
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    await refuseLiveSocket(opts.socket);
+    const temp = join(dir, `.${basename(opts.socket)}.${process.pid}`);
     // Half-open: the caller ends its side once the request is sent, and waits for the answer.
     const server = createServer({ allowHalfOpen: true });
     await new Promise<void>((resolve, reject) => {
       server.once('error', (e) => reject(new CniServerError(`cannot listen on ${opts.socket}: ${e.message}`)));
-      server.listen(opts.socket, () => resolve());
+      server.listen(temp, () => resolve());
     });
-    chmodSync(opts.socket, 0o600);
-    const s = new CniServer(server, opts);
+    let identity: string;
+    try {
+      chmodSync(temp, 0o600);
+      identity = identityOf(temp);
+      renameSync(temp, opts.socket);
+    } catch (e) {
+      server.close();
+      throw new CniServerError(`cannot listen on ${opts.socket}: ${(e as Error).message}`);
+    }
+    const s = new CniServer(server, opts, identity);
+    server.on('error', (e) => opts.onError?.(e));
     server.on('connection', (conn) => s.accept(conn));
     return s;
-  }
-
-  get socket(): string {
-    return this.opts.socket;
   }
 
   /**
    * Stops listening, waits up to `graceMs` for the calls in progress (their
    * callers are waiting for the answers), and removes the socket file if it is
-   * still this server's.
+   * still this server's (another server may have taken the path over).
    */
   async close(graceMs = 10_000): Promise<void> {
+    try {
+      if (identityOf(this.opts.socket) === this.identity) unlinkSync(this.opts.socket);
+    } catch {
+      // already gone
+    }
     const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
     const timer = setTimeout(() => {
       for (const conn of this.sockets) conn.destroy();
     }, graceMs);
     await closed;
     clearTimeout(timer);
+  }
+
+  private notify(event: CniCallEvent): void {
     try {
-      const st = lstatSync(this.opts.socket);
-      if (`${st.dev}:${st.ino}` === this.identity) unlinkSync(this.opts.socket);
+      this.opts.onCall?.(event);
     } catch {
-      // already gone
+      // Logging or counting a call must not change its answer.
     }
   }
 
@@ -96,27 +118,38 @@ export class CniServer {
     let started = false;
     const start = () => {
       started = true;
-      void this.answer(Buffer.concat(chunks))
-        // Only what comes before the plugin code can throw (invoke reports every error as an answer): the caller runs it.
-        .catch((e: unknown): ForwardAnswer => ({ served: false, reason: `server error: ${(e as Error).message}` }))
-        .then((a) => conn.end(`${JSON.stringify(a)}\n`));
+      // The answer, or nothing when the call ran and its answer could not be made: the
+      // connection is then dropped, and the caller reports the call as lost (code 11)
+      // rather than running it a second time.
+      void this.answer(Buffer.concat(chunks)).then(
+        (a) => conn.end(`${JSON.stringify(a)}\n`),
+        () => conn.destroy(),
+      );
     };
     conn.on('data', (d: Buffer) => {
       if (started) return;
       size += d.length;
-      if (size > MAX_MESSAGE_BYTES) conn.destroy();
-      else chunks.push(d);
+      if (size > MAX_MESSAGE_BYTES) {
+        started = true;
+        conn.destroy();
+        return;
+      }
+      chunks.push(d);
       if (d.includes(0x0a)) start();
     });
-    // A request without its newline: answered (as a bad request) once the caller closes its end.
+    // A request without its newline is answered (as a bad one) once the caller closes its
+    // end; a connection that sent nothing (another server checking whether this one is
+    // alive) is not a call.
     conn.on('end', () => {
-      if (!started) start();
+      if (!started && size > 0) start();
+      else if (!started) conn.end();
     });
     // A caller that went away (killed by its runtime's timeout) gets no answer; the call itself finishes.
     conn.on('error', () => undefined);
     conn.on('close', () => this.sockets.delete(conn));
   }
 
+  /** Rejects only when the call ran and no answer can be given. */
   private async answer(raw: Buffer): Promise<ForwardAnswer> {
     const started = performance.now();
     let req: ForwardRequest;
@@ -124,26 +157,51 @@ export class CniServer {
       req = parseRequest(raw);
     } catch (e) {
       const reason = `bad request: ${(e as Error).message}`;
-      this.opts.onCall?.({ plugin: '', command: '', containerId: '', outcome: 'bad-request', reason, ms: performance.now() - started });
+      this.notify({ plugin: '', command: '', containerId: '', outcome: 'bad-request', reason, ms: performance.now() - started });
       return { served: false, reason };
     }
     const event = { plugin: req.plugin, command: req.env.CNI_COMMAND ?? '', containerId: req.env.CNI_CONTAINERID ?? '' };
     const refuse = (reason: string): ForwardAnswer => {
-      this.opts.onCall?.({ ...event, outcome: 'refused', reason, ms: performance.now() - started });
+      this.notify({ ...event, outcome: 'refused', reason, ms: performance.now() - started });
       return { served: false, reason };
     };
     if (req.protocol !== FORWARD_PROTOCOL) return refuse(`protocol ${req.protocol}, the server speaks ${FORWARD_PROTOCOL}`);
     const mismatch = viewMismatch(this.own, req.caller);
     if (mismatch) return refuse(mismatch);
-    const loading = this.opts.loadPlugin(req.plugin);
-    if (!loading) return refuse(`the server has no plugin "${req.plugin}"`);
-    const outcome = await invoke(await loading, req.env, Buffer.from(req.stdin, 'base64'), req.caller.executables);
+    let plugin: Plugin;
+    try {
+      const loading = this.opts.loadPlugin(req.plugin);
+      if (!loading) return refuse(`the server has no plugin "${req.plugin}"`);
+      plugin = await loading;
+    } catch (e) {
+      return refuse(`the server cannot load plugin "${req.plugin}": ${(e as Error).message}`);
+    }
+    // From here the call runs: whatever happens, it is not handed back to the caller.
+    const outcome = await this.inTurn(event.containerId, () => invoke(plugin, req.env, Buffer.from(req.stdin, 'base64'), req.caller.executables));
     // Calls overlap here, so per-call timings mean nothing; TWILL_CNI_TRACE in the server's environment must not pile them up.
     clearTrace();
     const { code, stdout } = renderOutcome(outcome);
     const ms = performance.now() - started;
-    this.opts.onCall?.({ ...event, outcome: 'served', code, ...(outcome.ok ? {} : { reason: outcome.error.message }), ms });
+    this.notify({ ...event, outcome: 'served', code, ...(outcome.ok ? {} : { reason: outcome.error.message }), ms });
     return { served: true, code, stdout, ms };
+  }
+
+  /**
+   * Runs fn after the calls in progress for the same container: a runtime that
+   * gave up on an ADD (and killed its plugin process) sends a DEL, which must
+   * not run beside the ADD still going on here.
+   */
+  private async inTurn<T>(containerId: string, fn: () => Promise<T>): Promise<T> {
+    if (containerId === '') return fn();
+    const before = this.byContainer.get(containerId) ?? Promise.resolve();
+    const mine = before.then(fn, fn);
+    const settled = mine.then(() => undefined, () => undefined);
+    this.byContainer.set(containerId, settled);
+    try {
+      return await mine;
+    } finally {
+      if (this.byContainer.get(containerId) === settled) this.byContainer.delete(containerId);
+    }
   }
 }
 
@@ -165,21 +223,25 @@ function parseRequest(raw: Buffer): ForwardRequest {
   return { protocol: r.protocol, plugin: r.plugin, env, stdin: r.stdin, caller: { mountNs: c.mountNs, netNs: c.netNs, cwd: c.cwd, twill: c.twill, executables: c.executables.filter((x): x is string => typeof x === 'string') } };
 }
 
-/** Removes a socket file no server answers on; refuses when one does. Anything but a socket is left alone (listen then fails). */
-async function removeStaleSocket(path: string): Promise<void> {
+/**
+ * Refuses when a server answers on `path`. Only a refused connection proves
+ * there is none (the file is then left by a crash, and the rename replaces it);
+ * any other failure (a full backlog, no permission) says nothing either way.
+ */
+async function refuseLiveSocket(path: string): Promise<void> {
   try {
     if (!lstatSync(path).isSocket()) return;
   } catch {
     return;
   }
-  const live = await new Promise<boolean>((resolve) => {
+  const probe = await new Promise<string>((resolve) => {
     const c = createConnection(path);
     c.on('connect', () => {
-      c.destroy();
-      resolve(true);
+      c.end();
+      resolve('live');
     });
-    c.on('error', () => resolve(false));
+    c.on('error', (e: NodeJS.ErrnoException) => resolve(e.code ?? 'error'));
   });
-  if (live) throw new CniServerError(`another server is serving CNI calls at ${path}`);
-  unlinkSync(path);
+  if (probe === 'live') throw new CniServerError(`another server is serving CNI calls at ${path}`);
+  if (probe !== 'ECONNREFUSED' && probe !== 'ENOENT') throw new CniServerError(`cannot tell whether a server is serving CNI calls at ${path} (connecting failed: ${probe}): not replacing it`);
 }

@@ -55,7 +55,6 @@ export interface NftListing {
 // MAX_ARG_STRLEN is 128 KiB; stay well below it.
 const ARG_MAX = 100_000;
 
-/** Whether an nft failure means "that table/chain does not exist". */
 /** A table, chain or rule not there (nft's message, or the kernel's ENOENT over netlink). */
 export const isNftNotFound = (e: unknown): boolean => (e instanceof FirewallError && /No such file or directory/.test(e.stderr)) || isNotFound(e);
 

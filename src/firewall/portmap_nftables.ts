@@ -33,7 +33,7 @@
 import { appendNftRules, encodeNftRule, parseIp, readNftTable, type Netns, type NftChainSummary, type NftExpr, type NftRuleSpec, type NftTableSummary } from '../kernel/index.js';
 import { parseContainerAddr, type ContainerAddr } from './addr.js';
 import { goQuote } from './names.js';
-import { Nft, payloadMatch, type JsonValue, type NftListing, type NftRule, retryOnNftRace, runNftScript } from './nftables.js';
+import { Nft, isNftNotFound, payloadMatch, type JsonValue, type NftListing, type NftRule, retryOnNftRace, runNftScript } from './nftables.js';
 import { ipPort } from './portmap_iptables.js';
 import {
   NFT_DSTNAT,
@@ -123,6 +123,12 @@ function containerRules(pm: ContainerPortmap, a: ContainerAddr): { hostports: Ma
   return { hostports, masquerading };
 }
 
+/** A container's own rules, as netlink carries them, each with the container's ID as comment. */
+const ownRuleSpecs = (mine: { hostports: Mapped[]; masquerading: Mapped[] }, containerId: string): NftRuleSpec[] => [
+  ...mine.hostports.map((r) => ({ chain: NFT_PM_HOSTPORTS, exprs: r.wire, comment: containerId })),
+  ...mine.masquerading.map((r) => ({ chain: NFT_PM_MASQUERADING, exprs: r.wire, comment: containerId })),
+];
+
 /** Deep equality of JSON values, key order aside. */
 function sameJson(a: JsonValue, b: JsonValue): boolean {
   if (Array.isArray(a) || Array.isArray(b)) return Array.isArray(a) && Array.isArray(b) && a.length === b.length && a.every((x, i) => sameJson(x, b[i]));
@@ -201,7 +207,8 @@ export class NftablesPortmap {
     const a = parseContainerAddr(pm.address, pm.containerId);
     const mine = containerRules(pm, a);
     if (!sharedIntact(shared, pm.snat)) return [];
-    for (const r of [...mine.hostports, ...mine.masquerading]) encodeNftRule(nftFamily(a.family), NFT_PM_TABLE, { chain: NFT_PM_HOSTPORTS, exprs: r.wire, comment: pm.containerId });
+    // The netlink messages of the fast path, encoded and dropped: their code compiled ahead.
+    for (const rule of ownRuleSpecs(mine, pm.containerId)) encodeNftRule(nftFamily(a.family), NFT_PM_TABLE, rule);
     return [...mine.hostports, ...mine.masquerading].map((r) => `${r.text} comment ${goQuote(pm.containerId)}`);
   }
 
@@ -231,12 +238,11 @@ export class NftablesPortmap {
       const fresh = !summary?.rules.some((r) => OWNED_RULE_CHAINS.includes(r.chain) && r.comment === pm.containerId);
       if (fresh && pm.conditions.length === 0 && sharedIntact(summary, pm.snat)) {
         // Over netlink, in one transaction: no nft process (nor its read of the whole ruleset).
-        const rules = [
-          ...mine.hostports.map((r): NftRuleSpec => ({ chain: NFT_PM_HOSTPORTS, exprs: r.wire, comment: pm.containerId })),
-          ...mine.masquerading.map((r): NftRuleSpec => ({ chain: NFT_PM_MASQUERADING, exprs: r.wire, comment: pm.containerId })),
-        ];
         // A chain deleted since the read above is not found (ENOENT): retried as nft's error is.
-        await appendNftRules(this.netns, nftFamily(a.family), NFT_PM_TABLE, rules);
+        await appendNftRules(this.netns, nftFamily(a.family), NFT_PM_TABLE, ownRuleSpecs(mine, pm.containerId)).catch((e: unknown) => {
+          if (isNftNotFound(e)) throw e;
+          throw new FirewallError(`set up ${describe(pm)} (nftables, ${whereText(this.netns?.name ?? null)}): ${(e as Error).message}`, null, this.netns?.name ?? null);
+        });
         return;
       }
       const current = fresh ? null : await this.list(a.family);

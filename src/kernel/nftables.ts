@@ -3,8 +3,8 @@
 // chain, handle, comment, jump targets and expressions' names. Enough to find
 // and remove the rules someone owns (by comment), and to see whether chains
 // have the shape expected of them, without a process start. And the few
-// expressions twill writes itself, as nft encodes them: what a port mapping's
-// rules are made of.
+// expressions twill writes itself (matches on header fields, DNAT,
+// masquerade), as nft encodes them.
 
 /** nft's family names, as in `nft list table <family> <name>`. */
 export type NftFamily = 'ip' | 'ip6' | 'inet' | 'arp' | 'bridge' | 'netdev';

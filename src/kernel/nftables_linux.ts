@@ -231,34 +231,28 @@ const NFTA_NAT_FLAGS = 7;
 const NFT_NAT_DNAT = 1;
 const NF_NAT_RANGE_PROTO_SPECIFIED = 0x2;
 
-const u32be = (v: number): Buffer => {
-  const b = Buffer.alloc(4);
-  b.writeUInt32BE(v >>> 0);
-  return b;
-};
-
 /** One expression: its name and, nested, its attributes. */
 function expr(list: AttrWriter, name: string, build: (w: AttrWriter) => void): void {
   list.nested(NFTA_LIST_ELEM, (e) => e.string(NFTA_EXPR_NAME, name).nested(NFTA_EXPR_DATA, build));
 }
 
 const cmpEq = (list: AttrWriter, value: Buffer) =>
-  expr(list, 'cmp', (w) => w.raw(NFTA_CMP_SREG, u32be(NFT_REG_1)).raw(NFTA_CMP_OP, u32be(NFT_CMP_EQ)).nested(NFTA_CMP_DATA, (d) => d.raw(NFTA_DATA_VALUE, value)));
+  expr(list, 'cmp', (w) => w.u32be(NFTA_CMP_SREG, NFT_REG_1).u32be(NFTA_CMP_OP, NFT_CMP_EQ).nested(NFTA_CMP_DATA, (d) => d.raw(NFTA_DATA_VALUE, value)));
 
-function encodeExpr(list: AttrWriter, family: NftFamily, x: NftExpr): void {
+function encodeExpr(list: AttrWriter, x: NftExpr): void {
   switch (x.kind) {
     case 'l4proto':
-      expr(list, 'meta', (w) => w.raw(NFTA_META_DREG, u32be(NFT_REG_1)).raw(NFTA_META_KEY, u32be(NFT_META_L4PROTO)));
+      expr(list, 'meta', (w) => w.u32be(NFTA_META_DREG, NFT_REG_1).u32be(NFTA_META_KEY, NFT_META_L4PROTO));
       cmpEq(list, Buffer.from([x.proto]));
       return;
     case 'payload':
       expr(list, 'payload', (w) =>
-        w.raw(NFTA_PAYLOAD_DREG, u32be(NFT_REG_1)).raw(NFTA_PAYLOAD_BASE, u32be(PAYLOAD_BASE[x.base])).raw(NFTA_PAYLOAD_OFFSET, u32be(x.offset)).raw(NFTA_PAYLOAD_LEN, u32be(x.value.length)),
+        w.u32be(NFTA_PAYLOAD_DREG, NFT_REG_1).u32be(NFTA_PAYLOAD_BASE, PAYLOAD_BASE[x.base]).u32be(NFTA_PAYLOAD_OFFSET, x.offset).u32be(NFTA_PAYLOAD_LEN, x.value.length),
       );
       if (x.mask) {
         const mask = x.mask;
         expr(list, 'bitwise', (w) =>
-          w.raw(NFTA_BITWISE_SREG, u32be(NFT_REG_1)).raw(NFTA_BITWISE_DREG, u32be(NFT_REG_1)).raw(NFTA_BITWISE_LEN, u32be(mask.length))
+          w.u32be(NFTA_BITWISE_SREG, NFT_REG_1).u32be(NFTA_BITWISE_DREG, NFT_REG_1).u32be(NFTA_BITWISE_LEN, mask.length)
             .nested(NFTA_BITWISE_MASK, (d) => d.raw(NFTA_DATA_VALUE, mask))
             .nested(NFTA_BITWISE_XOR, (d) => d.raw(NFTA_DATA_VALUE, Buffer.alloc(mask.length))),
         );
@@ -268,11 +262,11 @@ function encodeExpr(list: AttrWriter, family: NftFamily, x: NftExpr): void {
     case 'dnat': {
       const port = Buffer.alloc(2);
       port.writeUInt16BE(x.port);
-      expr(list, 'immediate', (w) => w.raw(NFTA_IMMEDIATE_DREG, u32be(NFT_REG_1)).nested(NFTA_IMMEDIATE_DATA, (d) => d.raw(NFTA_DATA_VALUE, x.addr)));
-      expr(list, 'immediate', (w) => w.raw(NFTA_IMMEDIATE_DREG, u32be(NFT_REG_2)).nested(NFTA_IMMEDIATE_DATA, (d) => d.raw(NFTA_DATA_VALUE, port)));
+      expr(list, 'immediate', (w) => w.u32be(NFTA_IMMEDIATE_DREG, NFT_REG_1).nested(NFTA_IMMEDIATE_DATA, (d) => d.raw(NFTA_DATA_VALUE, x.addr)));
+      expr(list, 'immediate', (w) => w.u32be(NFTA_IMMEDIATE_DREG, NFT_REG_2).nested(NFTA_IMMEDIATE_DATA, (d) => d.raw(NFTA_DATA_VALUE, port)));
       expr(list, 'nat', (w) =>
-        w.raw(NFTA_NAT_TYPE, u32be(NFT_NAT_DNAT)).raw(NFTA_NAT_FAMILY, u32be(NFPROTO[family === 'ip6' ? 'ip6' : 'ip']))
-          .raw(NFTA_NAT_REG_ADDR_MIN, u32be(NFT_REG_1)).raw(NFTA_NAT_REG_PROTO_MIN, u32be(NFT_REG_2)).raw(NFTA_NAT_FLAGS, u32be(NF_NAT_RANGE_PROTO_SPECIFIED)),
+        w.u32be(NFTA_NAT_TYPE, NFT_NAT_DNAT).u32be(NFTA_NAT_FAMILY, NFPROTO[x.addr.length === 16 ? 'ip6' : 'ip'])
+          .u32be(NFTA_NAT_REG_ADDR_MIN, NFT_REG_1).u32be(NFTA_NAT_REG_PROTO_MIN, NFT_REG_2).u32be(NFTA_NAT_FLAGS, NF_NAT_RANGE_PROTO_SPECIFIED),
       );
       return;
     }
@@ -282,11 +276,11 @@ function encodeExpr(list: AttrWriter, family: NftFamily, x: NftExpr): void {
   }
 }
 
-/** The NEWRULE message's attributes (exported for tests of the encoding). */
+/** The NEWRULE message's body (exported for the snapshot's warm-up). */
 export function encodeNftRule(family: NftFamily, table: string, rule: NftRuleSpec): Buffer {
   const w = new AttrWriter().string(NFTA_RULE_TABLE, table).string(NFTA_RULE_CHAIN, rule.chain);
   w.nested(NFTA_RULE_EXPRESSIONS, (list) => {
-    for (const x of rule.exprs) encodeExpr(list, family, x);
+    for (const x of rule.exprs) encodeExpr(list, x);
   });
   if (rule.comment !== null) {
     const text = Buffer.from(`${rule.comment}\0`, 'utf8');

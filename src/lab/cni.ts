@@ -67,6 +67,8 @@ async function runPlugin(state: LabState, node: NodeState, pod: PodState, comman
     CNI_IFNAME: 'eth0',
     CNI_PATH: state.pluginDir,
     CNI_ARGS: `IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=${pod.name};K8S_POD_INFRA_CONTAINER_ID=${pod.containerId}`,
+    // A lab node is not this machine: its plugins never hand calls to a server the machine may run.
+    TWILL_CNI_SOCKET: 'off',
   };
   const [sh, ...view] = nodeView(node.dir);
   const r = await execIn(node.netns, sh!, [...view, join(state.pluginDir, plugin.type)], { env, input: stdin, timeoutMs: 60_000 });

@@ -12,7 +12,7 @@ import { SUPPORTED_VERSIONS } from '../../src/cni/version.js';
 import { PLUGIN_TYPES } from '../../src/plugins/registry.js';
 import { ipJson } from '../support/exec.js';
 import { TestHosts, type TestHost } from '../support/hosts.js';
-import { REFERENCE_V1_10, requireReference, runPlugin, runPluginIn } from '../support/cni.js';
+import { REFERENCE_V1_10, requireReference, runPlugin, runPluginIn, startCniServe } from '../support/cni.js';
 
 const BIN_TWILL = fileURLToPath(new URL('../../../bin/twill', import.meta.url));
 const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
@@ -183,11 +183,8 @@ describe('twill cni install', { timeout: 180_000 }, () => {
   it('the installed plugin hands its call to a twill server in its namespace (the warm path)', async () => {
     const pod = await hosts.host('pod-sv');
     const socket = join(work, 'cni.sock');
-    const server = host.netns.run(() => spawn(process.execPath, [BIN_TWILL, 'cni', 'serve', '--socket', socket, '--log-level', 'debug'], { stdio: ['ignore', 'ignore', 'pipe'] }));
-    let log = '';
-    server.stderr.on('data', (d: Buffer) => (log += d.toString()));
+    const server = await startCniServe(host, socket);
     try {
-      for (let i = 0; i < 300 && !log.includes('serving CNI calls'); i++) await new Promise((r) => setTimeout(r, 50));
       const conf = { cniVersion: '1.0.0', name: 'svnet', type: 'bridge', bridge: 'cni2', isGateway: true, ipam: { type: 'host-local', subnet: '10.244.5.0/24', dataDir: data } };
       const env = (command: string) => ({ command, containerId: 's1', netns: `/run/netns/${pod.name}`, ifname: 'eth0', path: dir, extra: pluginEnv({ TWILL_CNI_SOCKET: socket, TWILL_CNI_TRACE: '1' }) });
       for (const command of ['ADD', 'DEL']) {
@@ -196,10 +193,10 @@ describe('twill cni install', { timeout: 180_000 }, () => {
         assert.match(r.stderr, /twill-trace .*"server:ms"/, `${command} served`);
       }
       // The plugin's own executable is its delegate: host-local ran inside the server too.
-      assert.match(log, /"plugin":"bridge","command":"ADD","containerId":"s1".*"msg":"CNI call served"/);
+      assert.match(server.log(), /"plugin":"bridge","command":"ADD","containerId":"s1".*"msg":"CNI call served"/);
       assert.deepEqual(readdirSync(join(data, 'svnet')).filter((f) => f.startsWith('10.')), []);
     } finally {
-      server.kill('SIGTERM');
+      assert.equal(await server.stop(), 0);
     }
   });
 

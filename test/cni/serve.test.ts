@@ -3,38 +3,20 @@
 // a call the server cannot take runs in the plugin process.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync } from 'node:fs';
-import { createServer } from 'node:net';
+import { createConnection, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { TestHosts, type TestHost } from '../support/hosts.js';
 import { BIN_TWILL } from '../support/agent.js';
 import { ipJson } from '../support/exec.js';
-import { runPlugin, runPluginIn, twillPluginDir, type CniEnv, type PluginRun } from '../support/cni.js';
+import { runPlugin, runPluginIn, startCniServe, twillPluginDir, type CniEnv, type CniServeProcess, type PluginRun } from '../support/cni.js';
 import { writeSubnetEnv } from '../../src/subnet/subnet-env.js';
-import { DEFAULT_CNI_SOCKET, viewMismatch, type CallerView } from '../../src/cni/forward.js';
+import { DEFAULT_CNI_SOCKET, callerView, forwardRequest, viewMismatch, type CallerView } from '../../src/cni/forward.js';
 
-interface Served {
-  child: ChildProcess;
-  log: string;
-  exited: Promise<number | null>;
-}
-
-/** `twill cni serve` started from a thread in `host`'s namespace, as the agent runs on a node. */
-async function startServer(host: TestHost, socket: string): Promise<Served> {
-  const child = host.netns.run(() => spawn(process.execPath, [BIN_TWILL, 'cni', 'serve', '--socket', socket, '--log-level', 'debug'], { stdio: ['ignore', 'ignore', 'pipe'] }));
-  const s: Served = { child, log: '', exited: new Promise((resolve) => child.on('close', resolve)) };
-  child.stderr!.on('data', (d: Buffer) => (s.log += d.toString()));
-  const deadline = Date.now() + 15_000;
-  while (!s.log.includes('"serving CNI calls"')) {
-    if (child.exitCode !== null) throw new Error(`twill cni serve exited (${child.exitCode}): ${s.log}`);
-    if (Date.now() > deadline) throw new Error(`twill cni serve did not start: ${s.log}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-  return s;
-}
+const TWILL_VERSION = (JSON.parse(readFileSync(fileURLToPath(new URL('../../../package.json', import.meta.url)), 'utf8')) as { version: string }).version;
 
 const served = (r: PluginRun) => /twill-trace .*"server:ms"/.test(r.stderr);
 
@@ -44,17 +26,17 @@ describe('CNI warm path: twill cni serve', () => {
   let plugins: ReturnType<typeof twillPluginDir>;
   let tmp: string;
   let socket: string;
-  let server: Served;
+  let server: CniServeProcess;
   before(async () => {
     host = await hosts.host('sv');
     plugins = twillPluginDir();
     tmp = mkdtempSync(join(tmpdir(), 'twill-serve-'));
     socket = join(tmp, 'run', 'cni.sock');
     writeSubnetEnv(join(tmp, 'subnet.env'), { networks: ['10.244.0.0/16'], subnet: '10.244.1.1/24', ipv6Networks: [], ipv6Subnet: null, mtu: 1450, ipMasq: true });
-    server = await startServer(host, socket);
+    server = await startCniServe(host, socket);
   });
   after(async () => {
-    server?.child.kill('SIGKILL');
+    await server?.stop();
     plugins.remove();
     rmSync(tmp, { recursive: true, force: true });
     await hosts.cleanup();
@@ -105,7 +87,7 @@ describe('CNI warm path: twill cni serve', () => {
     assert.deepEqual(await ipJson(pod.name, ['link', 'show', 'eth0']).catch(() => []), []);
     assert.equal(existsSync(join(tmp, 'flannel', 'sa')), false, 'the delegate config is removed');
     assert.deepEqual(readdirSync(join(tmp, 'ipam', 'cbr0')).filter((f) => /^\d/.test(f)), [], 'the IP is released');
-    assert.match(server.log, /"plugin":"flannel","command":"ADD","containerId":"sa".*"msg":"CNI call served"/);
+    assert.match(server.log(), /"plugin":"flannel","command":"ADD","containerId":"sa".*"msg":"CNI call served"/);
   });
 
   it('an error is the one the plugin process would print: same JSON, same exit status', async () => {
@@ -119,7 +101,7 @@ describe('CNI warm path: twill cni serve', () => {
     assert.equal(remote.code, local.code);
     assert.equal(remote.stdout, local.stdout);
     assert.equal((remote.json as { code: number }).code, 7);
-    assert.match(server.log, /"containerId":"sb".*"msg":"CNI call failed"/);
+    assert.match(server.log(), /"containerId":"sb".*"msg":"CNI call failed"/);
   });
 
   it('parallel ADDs are served at once, each its own address, and their DELs leave nothing', async () => {
@@ -133,6 +115,31 @@ describe('CNI warm path: twill cni serve', () => {
     assert.equal(new Set(ips).size, ips.length, `distinct: ${ips.join(' ')}`);
     const dels = await Promise.all(pods.map((p, i) => runPluginIn(host, plugin('flannel'), env('DEL', p, `par${i}`), flannelConf())));
     for (const d of dels) assert.equal(d.code, 0, d.stdout + d.stderr);
+    assert.deepEqual(readdirSync(join(tmp, 'ipam', 'cbr0')).filter((f) => /^\d/.test(f)), []);
+  });
+
+  it('a DEL that arrives while its container\'s ADD runs waits for it: nothing is left', async () => {
+    // As a runtime that gave up on a slow ADD (and killed its plugin) and sends DEL at once.
+    const pod = await hosts.host('sv9');
+    const caller = host.netns.run(() => callerView(TWILL_VERSION));
+    const envOf = (command: string) => ({ CNI_COMMAND: command, CNI_CONTAINERID: 'sq', CNI_NETNS: pod.netns.path, CNI_IFNAME: 'eth0', CNI_PATH: plugins.dir, CNI_ARGS: 'IgnoreUnknown=1' });
+    const send = (command: string) =>
+      new Promise<{ served: boolean; code?: number; stdout?: string }>((resolve, reject) => {
+        const conn = createConnection(socket);
+        let text = '';
+        conn.on('data', (d: Buffer) => (text += d.toString()));
+        conn.on('end', () => resolve(JSON.parse(text) as { served: boolean }));
+        conn.on('error', reject);
+        conn.end(`${JSON.stringify(forwardRequest('flannel', envOf(command), Buffer.from(JSON.stringify(flannelConf())), caller))}\n`);
+      });
+    const add = send('ADD');
+    const del = send('DEL');
+    const [a, d] = await Promise.all([add, del]);
+    assert.equal(a.served, true, JSON.stringify(a));
+    assert.equal(a.code, 0, a.stdout);
+    assert.equal(d.code, 0, d.stdout);
+    assert.deepEqual(await ipJson(pod.name, ['link', 'show', 'eth0']).catch(() => []), [], 'the DEL ran after the ADD');
+    assert.equal(existsSync(join(tmp, 'flannel', 'sq')), false);
     assert.deepEqual(readdirSync(join(tmp, 'ipam', 'cbr0')).filter((f) => /^\d/.test(f)), []);
   });
 
@@ -158,7 +165,7 @@ describe('CNI warm path: twill cni serve', () => {
     assert.equal(r.code, 0, r.stdout + r.stderr);
     assert.ok(!served(r));
     assert.match(r.stderr, /did not take the call \(the caller is in another network namespace\); running it here/);
-    assert.match(server.log, /"containerId":"sc".*"reason":"the caller is in another network namespace".*"msg":"CNI call refused: the plugin runs it itself"/);
+    assert.match(server.log(), /"containerId":"sc".*"reason":"the caller is in another network namespace".*"msg":"CNI call refused: the plugin runs it itself"/);
     // Done in the caller's namespace: cni0 there, not in the server's.
     assert.equal((await ipJson(other.name, ['link', 'show', 'cni0'])).length, 1);
   });
@@ -204,18 +211,19 @@ describe('CNI warm path: twill cni serve', () => {
     const second = spawnSync(process.execPath, [BIN_TWILL, 'cni', 'serve', '--socket', socket], { encoding: 'utf8', timeout: 15_000 });
     assert.equal(second.status, 1, second.stderr);
     assert.match(second.stderr, /twill cni serve: another server is serving CNI calls at .*cni\.sock/);
+    assert.doesNotMatch(server.log(), /bad CNI request/, 'its check of the live server is not a call');
     const stale = join(tmp, 'stale.sock');
-    const crashed = await startServer(host, stale);
+    const crashed = await startCniServe(host, stale);
     crashed.child.kill('SIGKILL');
     await crashed.exited;
     assert.ok(existsSync(stale), 'a killed server leaves its socket file');
-    const taker = await startServer(host, stale);
+    const taker = await startCniServe(host, stale);
     try {
       assert.ok(statSync(stale).isSocket());
       assert.equal(statSync(stale).mode & 0o777, 0o600, 'only root may hand calls over');
+      assert.deepEqual(readdirSync(tmp).filter((f) => f.startsWith('.stale.sock')), [], 'the temporary name was renamed into place');
     } finally {
-      taker.child.kill('SIGTERM');
-      assert.equal(await taker.exited, 0);
+      assert.equal(await taker.stop(), 0);
     }
     assert.equal(existsSync(stale), false, 'SIGTERM removes the socket');
   });

@@ -3,6 +3,7 @@
 // inside a test host namespace, with the runtime's environment.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync, symlinkSync } from 'node:fs';
+import { createConnection } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -107,4 +108,58 @@ function collect(start: () => ChildProcess, stdin: string | object): Promise<Plu
     });
     child.stdin!.end(input);
   });
+}
+
+function accepts(socket: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const c = createConnection(socket);
+    c.on('connect', () => {
+      c.end();
+      resolve(true);
+    });
+    c.on('error', () => resolve(false));
+  });
+}
+
+/** `twill cni serve` running in a test host's namespace (the warm path's server). */
+export interface CniServeProcess {
+  child: ChildProcess;
+  /** Its log so far (JSON lines). */
+  log(): string;
+  exited: Promise<number | null>;
+  /** SIGTERM; resolves with its exit status. */
+  stop(): Promise<number | null>;
+}
+
+/**
+ * Starts `twill cni serve --socket SOCKET` from a thread inside `host`'s
+ * namespace (not through `ip netns exec`, which would give it a mount
+ * namespace of its own: it would then serve no plugin), and waits until it
+ * listens; fails with its log when it does not within 15 s.
+ */
+export async function startCniServe(host: TestHost, socket: string, logLevel = 'debug'): Promise<CniServeProcess> {
+  const child = host.netns.run(() => spawn(process.execPath, [BIN_TWILL, 'cni', 'serve', '--socket', socket, '--log-level', logLevel], { stdio: ['ignore', 'ignore', 'pipe'] }));
+  let log = '';
+  child.stderr!.on('data', (d: Buffer) => (log += d.toString()));
+  const exited = new Promise<number | null>((resolve) => child.on('close', resolve));
+  const p: CniServeProcess = {
+    child,
+    log: () => log,
+    exited,
+    stop: () => {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
+      return exited;
+    },
+  };
+  const deadline = Date.now() + 15_000;
+  for (;;) {
+    if (child.exitCode !== null) throw new Error(`twill cni serve exited (${child.exitCode}): ${log}`);
+    // Its own socket, not one a killed server left there: one that takes a connection.
+    if (await accepts(socket)) return p;
+    if (Date.now() > deadline) {
+      child.kill('SIGKILL');
+      throw new Error(`twill cni serve did not listen on ${socket} within 15 s: ${log}`);
+    }
+    await new Promise((r) => setTimeout(r, 20));
+  }
 }

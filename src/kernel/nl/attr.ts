@@ -37,6 +37,13 @@ export class AttrWriter {
     return this.raw(type, b);
   }
 
+  /** Network byte order (nf_tables' integers). */
+  u32be(type: number, value: number): this {
+    const b = Buffer.alloc(4);
+    b.writeUInt32BE(value >>> 0);
+    return this.raw(type, b);
+  }
+
   u32(type: number, value: number): this {
     const b = Buffer.alloc(4);
     b.writeUInt32LE(value >>> 0);

@@ -24,6 +24,18 @@ const NLMSG_HDRLEN = 16;
 
 type ReplyCallback = (err: Error | null, msgs?: NetlinkMessage[]) => void;
 
+/** One netlink message: header (length, type, flags, sequence; port 0) and body, padded to 4 bytes. */
+function encodeMessage(type: number, flags: number, seq: number, body: Buffer): Buffer {
+  const len = NLMSG_HDRLEN + body.length;
+  const msg = Buffer.alloc((len + 3) & ~3);
+  msg.writeUInt32LE(len, 0);
+  msg.writeUInt16LE(type, 4);
+  msg.writeUInt16LE(flags, 6);
+  msg.writeUInt32LE(seq, 8);
+  body.copy(msg, NLMSG_HDRLEN);
+  return msg;
+}
+
 /**
  * The package's socket, plus requests that are queued and sent together: the
  * kernel handles every message of a datagram in turn and answers each one, so
@@ -37,13 +49,7 @@ class CoalescingSocket extends NetlinkSocket {
 
   requestCoalesced(type: number, flags: number, body: Buffer): Promise<NetlinkMessage[]> {
     const seq = this.generateSeq();
-    const len = NLMSG_HDRLEN + body.length;
-    const msg = Buffer.alloc((len + 3) & ~3);
-    msg.writeUInt32LE(len, 0);
-    msg.writeUInt16LE(type, 4);
-    msg.writeUInt16LE(flags, 6);
-    msg.writeUInt32LE(seq, 8);
-    body.copy(msg, NLMSG_HDRLEN);
+    const msg = encodeMessage(type, flags, seq, body);
     return new Promise<NetlinkMessage[]>((resolve, reject) => {
       const done: ReplyCallback = (err, msgs) => {
         this.dropRef(seq);
@@ -76,14 +82,7 @@ class CoalescingSocket extends NetlinkSocket {
     for (const part of parts) {
       const seq = this.generateSeq();
       seqs.push(seq);
-      const len = NLMSG_HDRLEN + part.body.length;
-      const msg = Buffer.alloc((len + 3) & ~3);
-      msg.writeUInt32LE(len, 0);
-      msg.writeUInt16LE(part.type, 4);
-      msg.writeUInt16LE(part.flags, 6);
-      msg.writeUInt32LE(seq, 8);
-      part.body.copy(msg, NLMSG_HDRLEN);
-      msgs.push(msg);
+      msgs.push(encodeMessage(part.type, part.flags, seq, part.body));
       if (part.ack) {
         waits.push(new Promise<NetlinkMessage[]>((resolve, reject) => this.makeRef(seq, (err, replies) => (err ? reject(err) : resolve(replies ?? [])))));
       } else {
@@ -148,12 +147,22 @@ export class RouteSocket {
     return this.netnsLabel;
   }
 
+  private assertOpen(): void {
+    if (this.closed) throw new Error(`netlink socket${this.netnsLabel ? ` for netns "${this.netnsLabel}"` : ''} is closed`);
+  }
+
+  /** A request or batch has its answer: a dump waiting for the socket to be idle may go. */
+  private done(): void {
+    this.inFlight--;
+    if (this.inFlight === 0) for (const wake of this.idleWaiters.splice(0)) wake();
+  }
+
   /**
    * Sends one request and waits for its reply. Resolves with the reply's data
    * messages (none for a plain ACK); rejects with a KernelError naming ctx.
    */
   async request(type: number, flags: number, body: Buffer, ctx: ErrorContext): Promise<Message[]> {
-    if (this.closed) throw new Error(`netlink socket${this.netnsLabel ? ` for netns "${this.netnsLabel}"` : ''} is closed`);
+    this.assertOpen();
     // NLM_F_DUMP's bits mean REPLACE|EXCL on a NEW request: rtnetlink's GETs are the types ≡ 2 (mod 4);
     // on other families twill sends only GETs.
     const isDump = (flags & NLM_F_DUMP) === NLM_F_DUMP && (this.protocol !== NETLINK_ROUTE || (type & 3) === 2);
@@ -170,8 +179,7 @@ export class RouteSocket {
         ? (await this.sock.request(type, body, { flags: flags | NLM_F_REQUEST | NLM_F_ACK, checkError: false }))[0]
         : await this.sock.requestCoalesced(type, flags | NLM_F_REQUEST | NLM_F_ACK, body);
     } finally {
-      this.inFlight--;
-      if (this.inFlight === 0) for (const wake of this.idleWaiters.splice(0)) wake();
+      this.done();
       if (isDump) {
         this.exclusive = null;
         release();
@@ -196,7 +204,7 @@ export class RouteSocket {
    * Rejects with the first message's error, as a KernelError naming ctx.
    */
   async batch(subsys: number, msgs: { type: number; flags: number; body: Buffer }[], ctx: ErrorContext): Promise<void> {
-    if (this.closed) throw new Error(`netlink socket${this.netnsLabel ? ` for netns "${this.netnsLabel}"` : ''} is closed`);
+    this.assertOpen();
     while (this.exclusive) await this.exclusive;
     // struct nfgenmsg: AF_UNSPEC, version 0, the subsystem as res_id (big-endian).
     const marker = Buffer.from([0, 0, subsys >> 8, subsys & 0xff]);
@@ -216,8 +224,7 @@ export class RouteSocket {
       if (refused) throw fail(-refused.data.readInt32LE(0));
       throw e;
     } finally {
-      this.inFlight--;
-      if (this.inFlight === 0) for (const wake of this.idleWaiters.splice(0)) wake();
+      this.done();
     }
   }
 
