@@ -28,10 +28,9 @@ export async function runPlugin(type: PluginType, version: string): Promise<void
 
 /** The call handed to a twill server: its exit status, or null when this process must run it. */
 async function forwarded(type: PluginType, version: string, socket: string, stdin: Buffer): Promise<number | null> {
-  const request = forwardRequest(type, process.env, stdin, callerView(version));
   let answer;
   try {
-    answer = await forwardCall(socket, request);
+    answer = await forwardCall(socket, () => forwardRequest(type, process.env, stdin, callerView(version)));
   } catch (e) {
     if (!(e instanceof CniError)) throw e;
     process.stdout.write(printJson(e.toJSON(configVersion(stdin))));

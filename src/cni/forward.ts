@@ -101,18 +101,20 @@ export function viewMismatch(own: CallerView, caller: CallerView): string | null
 }
 
 /**
- * Sends the call to the server at `socket`. Resolves null when no server is
- * there (the caller then runs the call itself). Once the server has the call,
- * losing it is an error (code 11): the call may have been half done, and
- * running it again here could not know.
+ * Sends the call (made by `makeRequest`, only when a socket is there) to the
+ * server at `socket`. Resolves null when no server is there (the caller then
+ * runs the call itself). Once the server has the call, losing it is an error
+ * (code 11): the call may have been half done, and running it again here
+ * could not know.
  */
-export async function forwardCall(socket: string, request: ForwardRequest): Promise<ForwardAnswer | null> {
-  // A missing socket is the common case on a node without a server: no connect.
+export async function forwardCall(socket: string, makeRequest: () => ForwardRequest): Promise<ForwardAnswer | null> {
+  // A missing socket is the common case on a node without a server: no connect, no request.
   try {
     if (!statSync(socket).isSocket()) return null;
   } catch {
     return null;
   }
+  const request = makeRequest();
   return new Promise((resolve, reject) => {
     const conn = createConnection(socket);
     const chunks: Buffer[] = [];
