@@ -6,6 +6,7 @@
 import { chmodSync, lstatSync, mkdirSync, renameSync, unlinkSync } from 'node:fs';
 import { createConnection, createServer, type Server, type Socket } from 'node:net';
 import { basename, dirname, join } from 'node:path';
+import { identityOf } from './delegate.js';
 import { invoke, renderOutcome } from './runner.js';
 import { clearTrace } from './trace.js';
 import { CNI_VARIABLES, FORWARD_PROTOCOL, MAX_MESSAGE_BYTES, callerView, viewMismatch, type CallerView, type ForwardAnswer, type ForwardRequest } from './forward.js';
@@ -36,18 +37,13 @@ export interface CniCallEvent {
 
 export class CniServerError extends Error {}
 
-const identityOf = (path: string): string => {
-  const st = lstatSync(path);
-  return `${st.dev}:${st.ino}`;
-};
-
 export class CniServer {
   private readonly own: CallerView;
   private readonly sockets = new Set<Socket>();
   /** Calls in progress by container: a container's calls run one after the other (a DEL waits for its ADD). */
   private readonly byContainer = new Map<string, Promise<unknown>>();
 
-  private constructor(private readonly server: Server, private readonly opts: CniServerOptions, private readonly identity: string) {
+  private constructor(private readonly server: Server, private readonly opts: CniServerOptions, private readonly identity: string | null) {
     this.own = callerView(opts.twill);
   }
 
@@ -69,7 +65,7 @@ export class CniServer {
       server.once('error', (e) => reject(new CniServerError(`cannot listen on ${opts.socket}: ${e.message}`)));
       server.listen(temp, () => resolve());
     });
-    let identity: string;
+    let identity: string | null;
     try {
       chmodSync(temp, 0o600);
       identity = identityOf(temp);
@@ -91,9 +87,9 @@ export class CniServer {
    */
   async close(graceMs = 10_000): Promise<void> {
     try {
-      if (identityOf(this.opts.socket) === this.identity) unlinkSync(this.opts.socket);
+      if (this.identity !== null && identityOf(this.opts.socket) === this.identity) unlinkSync(this.opts.socket);
     } catch {
-      // already gone
+      // gone since
     }
     const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
     const timer = setTimeout(() => {
